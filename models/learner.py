@@ -1,0 +1,256 @@
+"""Learning the generative ConvNet: maximum likelihood with persistent chains, or contrastive divergence.
+
+    dL/dw = mean over observed df/dw  -  mean over synthesized df/dw
+
+The synthesized images come from Langevin chains under the current w. The release's update rule
+(``optimizer="release"``), per parameter tensor:
+
+1. divide the gradient of each conv layer (weights and bias) by H * W of that layer's output map;
+2. rescale the tensor so that max |g| <= clip (``clip_mode="max"``: when its largest positive
+   entry exceeds clip, as the release's contrastive-divergence script does);
+3. w <- w + lr * (g - wd * w), lr = Gamma for weights and bias_lr_mult * Gamma for biases, weight
+   decay on weights only, with optional momentum.
+
+``optimizer="adam"`` feeds the same processed gradient to Adam. Schedules: ``layer_by_layer``
+(stage k trains layers 1..k with layer k as the top, Gamma times ``lr_stage_factor`` per stage,
+chains reset to zeros at each stage) or ``end_to_end``.
+
+A learner's whole state (iteration, chains, optimiser buffers, random generator) goes into the
+checkpoint, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from .langevin import init_chains
+from .model import GenerativeModel
+
+
+class NumericalError(RuntimeError):
+    """Learning produced NaN or inf; the message says where. The last good checkpoint is kept."""
+
+
+@dataclass
+class Progress:
+    """One learning iteration's report (``iteration`` counts completed iterations, from 1)."""
+
+    iteration: int
+    total: int
+    stage: int  # 1-based
+    n_stages: int
+    f_obs: float
+    f_syn: float
+    lr: float
+    elapsed: float  # seconds spent in this run of ``Learner.run``
+    eta: Optional[float]  # seconds left, estimated from this run's pace
+
+    @property
+    def gap(self) -> float:
+        """mean f(observed) - mean f(synthesized): learning drives it towards zero."""
+        return self.f_obs - self.f_syn
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "total": self.total,
+            "stage": self.stage,
+            "n_stages": self.n_stages,
+            "f_obs": self.f_obs,
+            "f_syn": self.f_syn,
+            "gap": self.gap,
+            "lr": self.lr,
+            "elapsed": self.elapsed,
+            "eta": self.eta,
+        }
+
+
+ProgressCallback = Callable[["Learner", Progress], None]
+
+
+class Learner:
+    """Runs learning iterations on one model and one set of observed images (model space)."""
+
+    def __init__(self, model: GenerativeModel, observed: torch.Tensor, *, amp: bool = False):
+        self.model = model
+        self.preset = model.preset
+        self.device = model.device
+        self.observed = observed.to(self.device).float()
+        model.net.check_size(self.observed.shape[-2:])
+        self.sampler = model.sampler(amp=amp)
+        self.amp = amp
+        self.generator = torch.Generator(self.device).manual_seed(self.preset.seed + 1)
+        self.iteration = 0
+        self.chain_stage = -1
+        self.chains: Optional[torch.Tensor] = None
+        self.synthesis: Optional[torch.Tensor] = None  # the latest synthesized images
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.adam_steps = 0
+
+    # ---- schedule ------------------------------------------------------------------------
+    @property
+    def total(self) -> int:
+        return self.preset.total_iterations
+
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.total
+
+    def stage_of(self, iteration: int) -> int:
+        if self.preset.schedule != "layer_by_layer" or self.preset.iterations == 0:
+            return 0
+        return min(iteration // self.preset.iterations, self.preset.n_stages - 1)
+
+    def _set_depth(self, stage: int) -> None:
+        depth = stage + 1 if self.preset.schedule == "layer_by_layer" else len(self.model.net.convs)
+        self.model.net.set_depth(depth)
+
+    def _begin_stage(self, stage: int) -> None:
+        """Chains restart at zeros (the mean image) and optimiser state is reset for a new stage."""
+        self._set_depth(stage)
+        size = tuple(self.observed.shape[-2:])
+        self.chains = init_chains("zeros", self.preset.n_chains, size, device=self.device)
+        self.chain_stage = stage
+        self.buffers = {}
+        self.adam_steps = 0
+
+    # ---- one iteration -------------------------------------------------------------------
+    def step(self) -> tuple[float, float, float]:
+        """One learning iteration; returns (mean f observed, mean f synthesized, Gamma used)."""
+        p, net = self.preset, self.model.net
+        stage = self.stage_of(self.iteration)
+        if stage != self.chain_stage:
+            self._begin_stage(stage)
+        lr = p.lr * p.lr_stage_factor**stage
+
+        size = tuple(self.observed.shape[-2:])
+        if p.learner == "cd":
+            start = init_chains("data", len(self.observed), size, data=self.observed)
+        elif p.learner == "short_run":
+            start = init_chains("noise", p.n_chains, size, sigma=p.sigma, generator=self.generator, device=self.device)
+        else:
+            start = self.chains
+        synthesis = self.sampler.sample(net, start, generator=self.generator)
+        if not torch.isfinite(synthesis).all():
+            raise NumericalError(
+                f"Langevin chains became NaN/inf at iteration {self.iteration + 1}; "
+                "lower step_size or lr"
+            )
+        if p.learner == "ml":
+            self.chains = synthesis
+        self.synthesis = synthesis
+
+        params = net.active_parameters()
+        f_obs, f_syn, grads = self._likelihood_gradient(synthesis, [q for _, q in params])
+        for (name, _), g in zip(params, grads):
+            if not torch.isfinite(g).all():
+                raise NumericalError(f"the gradient of {name} became NaN/inf at iteration {self.iteration + 1}")
+        self._update(params, grads, lr)
+        self.iteration += 1
+        self.model.history.append(
+            {"iteration": self.iteration, "stage": stage + 1, "f_obs": f_obs, "f_syn": f_syn, "gap": f_obs - f_syn}
+        )
+        return f_obs, f_syn, lr
+
+    def _likelihood_gradient(self, synthesis: torch.Tensor, params: list[torch.nn.Parameter]):
+        """Scores and dL/dw, with observed and synthesized images in one batch when sizes match."""
+        obs, n_obs, n_syn = self.observed, len(self.observed), len(synthesis)
+        net = self.model.net
+        with torch.enable_grad():
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                if obs.shape[-2:] == synthesis.shape[-2:]:
+                    f = net(torch.cat([obs, synthesis])).float()
+                    f_obs, f_syn = f[:n_obs], f[n_obs:]
+                else:
+                    f_obs, f_syn = net(obs).float(), net(synthesis).float()
+            objective = f_obs.mean() - f_syn.mean()
+            grads = torch.autograd.grad(objective, params)
+        return f_obs.mean().item(), f_syn.mean().item(), grads
+
+    @torch.no_grad()
+    def _update(self, params, grads, lr: float) -> None:
+        p, net = self.preset, self.model.net
+        size = tuple(self.observed.shape[-2:])
+        if p.optimizer == "adam":
+            self.adam_steps += 1
+        for (name, w), g in zip(params, grads):
+            g = g.float()
+            if p.area_norm:
+                g = g / net.output_area(name, size)
+            peak = g.abs().max() if p.clip_mode == "abs" else g.max()
+            if peak > p.clip:
+                g = g * (p.clip / peak)
+            is_bias = name.endswith("bias") or name.startswith("head_biases")
+            step_lr = lr * (p.bias_lr_mult if is_bias else 1.0)
+            if not is_bias and p.weight_decay:
+                g = g - p.weight_decay * w
+            if p.optimizer == "adam":
+                b1, b2 = p.adam_betas
+                m = self.buffers.setdefault(f"{name}.m", torch.zeros_like(w))
+                v = self.buffers.setdefault(f"{name}.v", torch.zeros_like(w))
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                m_hat = m / (1 - b1**self.adam_steps)
+                v_hat = v / (1 - b2**self.adam_steps)
+                w.add_(step_lr * m_hat / (v_hat.sqrt() + 1e-8))
+            elif p.momentum:
+                v = self.buffers.setdefault(f"{name}.momentum", torch.zeros_like(w))
+                v.mul_(p.momentum).add_(g, alpha=step_lr)
+                w.add_(v)
+            else:
+                w.add_(g, alpha=step_lr)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self, callback: Optional[ProgressCallback] = None, max_iterations: Optional[int] = None) -> None:
+        """Learn until the schedule is done (or ``max_iterations`` more); ``callback`` sees each
+        iteration and may raise ``Cancelled`` to stop."""
+        started, first = time.monotonic(), self.iteration
+        stop = self.total if max_iterations is None else min(self.total, self.iteration + max_iterations)
+        while self.iteration < stop:
+            f_obs, f_syn, lr = self.step()
+            elapsed = time.monotonic() - started
+            pace = elapsed / (self.iteration - first)
+            progress = Progress(
+                iteration=self.iteration,
+                total=self.total,
+                stage=self.stage_of(self.iteration - 1) + 1,
+                n_stages=self.preset.n_stages,
+                f_obs=f_obs,
+                f_syn=f_syn,
+                lr=lr,
+                elapsed=elapsed,
+                eta=pace * (self.total - self.iteration),
+            )
+            if callback is not None:
+                callback(self, progress)
+
+    # ---- state for checkpoints -----------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"buffer.{k}": v for k, v in self.buffers.items()}
+        if self.chains is not None:
+            out["chains"] = self.chains
+        out["rng"] = self.generator.get_state()
+        return out
+
+    def state_info(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "chain_stage": self.chain_stage, "adam_steps": self.adam_steps}
+
+    def load_state(self, info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Continue from a checkpoint's learner state (see ``checkpoint.load``)."""
+        self.iteration = int(info["iteration"])
+        self.chain_stage = int(info["chain_stage"])
+        self.adam_steps = int(info.get("adam_steps", 0))
+        self.buffers = {k[len("buffer."):]: v.to(self.device) for k, v in tensors.items() if k.startswith("buffer.")}
+        self.chains = tensors["chains"].to(self.device) if "chains" in tensors else None
+        self.synthesis = self.chains
+        if "rng" in tensors:
+            self.generator.set_state(tensors["rng"].cpu())
+        if self.chain_stage >= 0:
+            self._set_depth(self.chain_stage)
+        if self.chains is not None and math.prod(self.chains.shape[-2:]) != math.prod(self.observed.shape[-2:]):
+            raise ValueError("the checkpoint's chains do not match the observed images' size")

@@ -1,0 +1,177 @@
+"""Pipelines: the few calls that the command line and the workers make.
+
+Each composes the pieces (images -> model space, ``GenerativeModel``, ``Learner``,
+``LangevinSampler``, checkpoints) the way a diffusers pipeline composes a model and a scheduler,
+so that the `gcn` command line and the service run exactly the same code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import torch
+from PIL import Image
+
+from . import checkpoint
+from .langevin import StepCallback, init_chains
+from .learner import Learner, Progress
+from .model import GenerativeModel
+from .presets import Preset
+from .reconstruct import reconstruct
+from .transforms import channel_mean, load_pixels, make_grid, to_model_space, to_pil_images
+
+ImageSource = str | Path | Image.Image
+INITS = ("zeros", "noise", "persistent")
+
+
+def pick_device(name: Optional[str] = None) -> torch.device:
+    """``name`` when given ('cpu', 'cuda', 'cuda:1'), else CUDA when present, else the CPU."""
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("CUDA was asked for but no CUDA device is available")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def observed_images(sources: Iterable[ImageSource], preset: Preset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observed images in model space [N, 3, S, S] and the mean that was subtracted."""
+    pixels = load_pixels(sources, preset.image_size, preset.resize)
+    mean = channel_mean(preset.mean, pixels)
+    return to_model_space(pixels, mean), mean
+
+
+def make_learner(
+    sources: Iterable[ImageSource],
+    preset: Preset,
+    *,
+    device: Optional[torch.device] = None,
+    resume_from: Optional[str | Path] = None,
+) -> Learner:
+    """A learner for these images; from ``resume_from``'s state when that checkpoint has one.
+
+    On resume the checkpoint's preset is kept, except ``iterations``, which is taken from
+    ``preset`` so that a run can be extended.
+    """
+    device = device or pick_device()
+    if resume_from is not None and Path(resume_from).exists():
+        model, state = checkpoint.load(resume_from, device)
+        if state is not None:
+            model.preset = model.preset.replace(iterations=preset.iterations)
+            pixels = load_pixels(sources, model.preset.image_size, model.preset.resize)
+            learner = Learner(model, to_model_space(pixels, model.mean), amp=_amp(device))
+            learner.load_state(*state)
+            return learner
+    observed, mean = observed_images(sources, preset)
+    model = GenerativeModel.create(preset, mean).to(device)
+    return Learner(model, observed, amp=_amp(device))
+
+
+def _amp(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def train(
+    sources: Iterable[ImageSource],
+    preset: Preset,
+    out: str | Path,
+    *,
+    device: Optional[torch.device] = None,
+    checkpoint_every: int = 50,
+    resume: bool = True,
+    on_progress: Optional[Callable[[Learner, Progress], None]] = None,
+) -> GenerativeModel:
+    """Learn a model and keep ``out`` (a safetensors checkpoint) up to date every
+    ``checkpoint_every`` iterations and at the end. A NaN/inf raises ``NumericalError`` before
+    anything is written, so ``out`` keeps the last good state; ``Cancelled`` from ``on_progress``
+    stops after writing a checkpoint."""
+    learner = make_learner(sources, preset, device=device, resume_from=out if resume else None)
+
+    def each(learner: Learner, progress: Progress) -> None:
+        if progress.iteration % checkpoint_every == 0:
+            checkpoint.save(out, learner.model, learner)
+        if on_progress is not None:
+            on_progress(learner, progress)
+
+    learner.run(each)
+    checkpoint.save(out, learner.model, learner)
+    return learner.model
+
+
+def default_init(model: GenerativeModel, chains: Optional[torch.Tensor], size: Optional[int] = None) -> str:
+    """How to start sampling when the caller does not say.
+
+    A model learned with persistent chains is a model *of those chains*: its synthesis continues
+    them, as the release's figures show (``persistent``). Otherwise, or when the chains are missing
+    or of another size, chains start at zeros, the mean image, as in the release.
+    """
+    size = size or model.preset.image_size
+    if model.preset.learner == "short_run":
+        return "noise"
+    if model.preset.learner == "ml" and chains is not None and chains.shape[-1] == size:
+        return "persistent"
+    return "zeros"
+
+
+def synthesize(
+    model: GenerativeModel,
+    n: int,
+    *,
+    size: Optional[int] = None,
+    steps: Optional[int] = None,
+    seed: int = 0,
+    init: str = "zeros",
+    chains: Optional[torch.Tensor] = None,
+    callback: Optional[StepCallback] = None,
+    callback_every: int = 10,
+) -> torch.Tensor:
+    """``n`` new images in model space by Langevin dynamics under the learned model.
+
+    ``init``: zeros (the release's start, the mean image), noise (a draw from the reference
+    distribution) or persistent (continue the learner's persistent chains, cycled to ``n``).
+    Textures can be synthesized at any ``size``; object models only at their image size.
+    """
+    p = model.preset
+    size = size or p.image_size
+    steps = p.sample_steps if steps is None else steps
+    device = model.device
+    model.net.check_size((size, size))
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; use one of {', '.join(INITS)}")
+    generator = torch.Generator(device).manual_seed(seed)
+    if init == "persistent":
+        if chains is None:
+            raise ValueError("init='persistent' needs a checkpoint written during learning (it has no chains)")
+        if chains.shape[-1] != size or chains.shape[-2] != size:
+            raise ValueError(f"init='persistent' continues chains of size {chains.shape[-1]}; ask for that size")
+        start = init_chains("data", n, (size, size), data=chains.to(device), device=device)
+    else:
+        start = init_chains(init, n, (size, size), sigma=p.sigma, generator=generator, device=device)
+    sampler = model.sampler(n_steps=steps, amp=_amp(device))
+    return sampler.sample(model.net, start, generator=generator, callback=callback, callback_every=callback_every)
+
+
+def sample_images(model: GenerativeModel, x: torch.Tensor) -> tuple[list[Image.Image], Image.Image]:
+    """Model-space samples -> PNG-ready images and their grid (exact inverse of the pixel convention)."""
+    images = to_pil_images(x, model.mean)
+    return images, make_grid(images)
+
+
+def reconstruct_image(model: GenerativeModel, source: ImageSource) -> tuple[Image.Image, Image.Image]:
+    """The auto-encoder view: the fitted input and sigma^2 df/dI, both as images."""
+    p = model.preset
+    pixels = load_pixels([source], p.image_size, p.resize).to(model.device)
+    x = to_model_space(pixels, model.mean)
+    recon = reconstruct(model.net, x, p.sigma)
+    original, = to_pil_images(x, model.mean)
+    rebuilt, = to_pil_images(recon, model.mean)
+    return original, rebuilt
+
+
+def preview(learner: Learner) -> Image.Image:
+    """A grid of the latest synthesized images of a learning run."""
+    x = learner.synthesis if learner.synthesis is not None else learner.chains
+    if x is None:
+        x = torch.zeros(1, 3, *learner.observed.shape[-2:])
+    return make_grid(to_pil_images(x, learner.model.mean))
