@@ -89,24 +89,28 @@ def train(
         if force and out.exists() and not resume:
             out.unlink()
         preview_dir = previews or out.with_name(out.name + ".previews")
-        preview_dir.mkdir(parents=True, exist_ok=True)
         from .pipeline import train as run_training
 
-        bar = tqdm(total=p.total_iterations, unit="it", dynamic_ncols=True)
+        bars: list = []  # created at the first iteration, so that an early error prints one line only
 
         def on_progress(learner, progress) -> None:
+            if not bars:
+                bars.append(tqdm(total=progress.total, initial=progress.iteration - 1, unit="it", dynamic_ncols=True))
+            bar = bars[0]
             bar.n = progress.iteration
             bar.set_postfix(stage=f"{progress.stage}/{progress.n_stages}", gap=f"{progress.gap:.3g}", refresh=False)
             bar.refresh()
             if progress.iteration % learner.preset.preview_every == 0 or progress.iteration == progress.total:
                 grid = make_grid(to_pil_images(learner.synthesis, learner.model.mean))
+                preview_dir.mkdir(parents=True, exist_ok=True)
                 grid.save(preview_dir / f"preview_{progress.iteration:06d}.png")
 
         model = run_training(
             [str(i) for i in images], p, out, device=_device(device),
             checkpoint_every=checkpoint_every, resume=resume, on_progress=on_progress,
         )
-        bar.close()
+        for bar in bars:
+            bar.close()
         last = model.history[-1] if model.history else {}
         typer.echo(f"wrote {out} ({len(model.history)} iterations, last gap {last.get('gap', float('nan')):.4g}); previews in {preview_dir}")
     except typer.Exit:
@@ -136,15 +140,17 @@ def sample(
         model, state = checkpoint.load(model_path, _device(device))
         chains = state[1].get("chains") if state else None
         how = init or default_init(model, chains)
-        total = model.preset.sample_steps if steps is None else steps
-        bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+        bars: list = []
 
-        def on_step(t, _total, _x) -> None:
-            bar.n = t
-            bar.refresh()
+        def on_step(t, total, _x) -> None:
+            if not bars:
+                bars.append(tqdm(total=total, unit="step", dynamic_ncols=True))
+            bars[0].n = t
+            bars[0].refresh()
 
         x = synthesize(model, n, size=size, steps=steps, seed=seed, init=how, chains=chains, callback=on_step)
-        bar.close()
+        for bar in bars:
+            bar.close()
         images, grid = sample_images(model, x)
         out.mkdir(parents=True, exist_ok=True)
         for k, im in enumerate(images):
@@ -225,8 +231,20 @@ def evaluate_model(
     typer.echo(text)
 
 
+def set_threads_from_env() -> None:
+    """``GCN_TORCH_THREADS=N`` caps torch's CPU threads (useful beside other work on few cores)."""
+    import os
+
+    threads = os.environ.get("GCN_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+
+
 def main() -> None:
     """Console entry point; also turns a stray KeyboardInterrupt into a one-line message."""
+    set_threads_from_env()
     try:
         app()
     except KeyboardInterrupt:

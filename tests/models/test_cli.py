@@ -1,0 +1,102 @@
+"""The `gcn` command line as a user runs it: a real process, real files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+TINY = ["--set", "image_size=32", "--set", "layers=[[8,5,2,2],[8,3,1,1]]", "--set", "langevin_steps=3",
+        "--set", "n_chains=2", "--set", "preview_every=2"]
+
+
+def gcn(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "GCN_TORCH_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "models.cli", *args], capture_output=True, text=True, timeout=240, cwd=cwd, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, brick64):
+    folder = tmp_path_factory.mktemp("cli")
+    image = folder / "brick.png"
+    brick64.save(image)
+    model = folder / "brick.safetensors"
+    r = gcn("train", str(image), "--preset", "texture-fast", "--iterations", "4", *TINY, "--out", str(model))
+    assert r.returncode == 0, r.stderr
+    return folder, image, model, r
+
+
+def test_train_writes_a_checkpoint_and_previews(trained):
+    folder, _, model, r = trained
+    assert model.is_file()
+    previews = sorted((folder / "brick.safetensors.previews").glob("preview_*.png"))
+    assert [p.name for p in previews] == ["preview_000002.png", "preview_000004.png"]
+    info = json.loads(gcn("info", str(model)).stdout)
+    assert info["preset"]["iterations"] == 4 and info["history"]["iterations"] == 4
+    assert info["learner"]["iteration"] == 4
+
+
+def test_resume_extends_learning_and_an_existing_output_is_refused(trained):
+    folder, image, model, _ = trained
+    r = gcn("train", str(image), "--preset", "texture-fast", "--iterations", "4", *TINY, "--out", str(model))
+    assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    copy = folder / "copy.safetensors"
+    copy.write_bytes(model.read_bytes())
+    r = gcn("train", str(image), "--iterations", "6", "--resume", "--out", str(copy))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(gcn("info", str(copy)).stdout)["learner"]["iteration"] == 6
+
+
+def test_sample_writes_pngs_of_the_asked_size_and_a_grid(trained, tmp_path):
+    _, _, model, _ = trained
+    r = gcn("sample", str(model), "--n", "3", "--size", "48", "--steps", "5", "--init", "noise", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["grid.png", "sample_000.png", "sample_001.png", "sample_002.png"]
+    assert Image.open(tmp_path / "sample_001.png").size == (48, 48)
+
+
+def test_reconstruct_and_eval(trained, tmp_path):
+    _, image, model, _ = trained
+    out = tmp_path / "recon.png"
+    r = gcn("reconstruct", str(model), str(image), "--out", str(out), "--side-by-side")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out).size[0] > Image.open(out).size[1]  # input and reconstruction side by side
+    r = gcn("eval", str(model), str(image), "--n", "2", "--steps", "3", "--json", str(tmp_path / "m.json"))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert {"patch_swd", "gram", "spectrum", "copy_max_ncc", "floor"} <= set(metrics)
+
+
+def test_presets_lists_every_preset():
+    r = gcn("presets")
+    assert r.returncode == 0
+    for name in ("texture", "codebook", "object", "cd", "texture-fast", "object-fast"):
+        assert f"\n{name} " in "\n" + r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "missing.safetensors", "--out", "x"], "no such checkpoint"),
+        (["train", "nope.png", "--out", "m.safetensors"], "nope.png: no such file"),
+        (["train", "img.png", "--preset", "nope", "--out", "m.safetensors"], "unknown preset 'nope'"),
+        (["train", "img.png", "--set", "sigma=-1", "--out", "m.safetensors"], "sigma must be positive"),
+        (["train", "not-an-image.png", "--out", "m.safetensors"], "not a readable image"),
+        (["reconstruct", "not-an-image.png", "img.png", "--out", "r.png"], "not a safetensors checkpoint"),
+    ],
+)
+def test_bad_input_gives_one_line_and_a_non_zero_exit(tmp_path, brick64, args, message):
+    brick64.save(tmp_path / "img.png")
+    (tmp_path / "not-an-image.png").write_bytes(b"GIF89a garbage")
+    r = gcn(*args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "m.safetensors").exists()
