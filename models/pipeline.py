@@ -121,7 +121,7 @@ def synthesize(
     size: Optional[int] = None,
     steps: Optional[int] = None,
     seed: int = 0,
-    init: str = "zeros",
+    init: Optional[str] = None,
     chains: Optional[torch.Tensor] = None,
     callback: Optional[StepCallback] = None,
     callback_every: int = 10,
@@ -129,7 +129,10 @@ def synthesize(
     """``n`` new images in model space by Langevin dynamics under the learned model.
 
     ``init``: zeros (the release's start, the mean image), noise (a draw from the reference
-    distribution) or persistent (continue the learner's persistent chains, cycled to ``n``).
+    distribution) or persistent (continue the learner's persistent chains, cycled to ``n``);
+    None picks ``default_init``. Note that from exact zeros every position of a texture sees the
+    same input, so only the Langevin noise breaks the symmetry: a draw from N(0, sigma^2 Id) is
+    a better start for short-run models.
     Textures can be synthesized at any ``size``; object models only at their image size.
     """
     p = model.preset
@@ -137,6 +140,7 @@ def synthesize(
     steps = p.sample_steps if steps is None else steps
     device = model.device
     model.net.check_size((size, size))
+    init = init or default_init(model, chains, size)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; use one of {', '.join(INITS)}")
     generator = torch.Generator(device).manual_seed(seed)
