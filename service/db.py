@@ -1,0 +1,187 @@
+"""The database: typed SQLAlchemy 2 ORM rows and one engine per process.
+
+The job table is the source of truth for every job's status, progress and results; the broker
+only carries job ids. Datasets and learned models are rows beside it. Tables are prefixed
+``gcn_`` so that they can share a database (PostgreSQL in production, SQLite by default).
+
+Engines are created lazily and per process: a Celery prefork child must not reuse the sockets
+or SQLite handles of the parent it was forked from, so ``Database.engine`` notices a new pid and
+builds a fresh engine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones: store naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Dataset(Base):
+    """Uploaded training images, stored as normalised RGB PNGs under ``datasets/<id>/``."""
+
+    __tablename__ = "gcn_datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # texture | object
+    image_count: Mapped[int] = mapped_column(Integer)
+    sizes: Mapped[list[Any]] = mapped_column(JSON)  # [[width, height], ...] as uploaded
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainedModel(Base):
+    """A learned model; the row appears when its learning job succeeds (weights in ``models/<id>/``)."""
+
+    __tablename__ = "gcn_models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    preset: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # the preset's kind: texture | codebook | object
+    learner: Mapped[str] = mapped_column(String(16))
+    image_size: Mapped[int] = mapped_column(Integer)
+    chain_size: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # persistent chains' side, if kept
+    iterations: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the full preset
+    curve: Mapped[list[Any]] = mapped_column(JSON)  # learning curve, thinned
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """One unit of work for a worker. ``version`` grows with every write (optimistic locking, SSE ids)."""
+
+    __tablename__ = "gcn_jobs"
+    __table_args__ = (Index("ix_gcn_jobs_created", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # learn | sample | reconstruct
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | succeeded | failed | canceled
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dataset_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
+    model_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True, index=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    eta_seconds: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_preview: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)  # "host:pid" of the worker child
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+    finished_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the API read while a worker writes; busy_timeout waits out short write locks.
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Database:
+    """A URL, and lazily (per process) its engine and session factory."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._lock = threading.Lock()
+        self._pid: Optional[int] = None
+        self._engine: Optional[Engine] = None
+        self._sessions: Optional[sessionmaker[Session]] = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.url).get_backend_name() == "sqlite"
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None or self._pid != os.getpid():
+                if self._engine is not None:
+                    self._engine.dispose(close=False)  # inherited across fork: leave the parent's connections alone
+                self._engine = self._create_engine()
+                self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+                self._pid = os.getpid()
+            return self._engine
+
+    def _create_engine(self) -> Engine:
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    def session(self) -> Session:
+        self.engine  # builds the session factory for this process
+        assert self._sessions is not None
+        return self._sessions()
+
+    def create_all(self) -> None:
+        """Create missing tables; tolerate another process doing the same at the same moment."""
+        for attempt in range(5):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except (IntegrityError, ProgrammingError, OperationalError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine = None
+            self._sessions = None

@@ -1,0 +1,360 @@
+"""The job store: every state transition of a job, as one guarded SQL statement.
+
+    queued -> running -> succeeded | failed | canceled      (and running -> queued when a worker is lost)
+
+Two rules keep concurrent writers (API, workers, reconciler) honest without locks:
+
+- a worker writes only while it owns the job: ``UPDATE ... WHERE id = :id AND owner = :me AND
+  status = 'running'``; zero rows means the job was taken from it (``JobLost``);
+- everyone else changes a job only from the ``version`` it read (optimistic locking), so two
+  reconcilers or a reconciler and a late worker cannot both win.
+
+Nothing here knows about Celery or HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, Iterable, Optional
+
+from sqlalchemy import and_, func, or_, select, update
+
+from .db import Base, Database, Dataset, Job, TrainedModel, utcnow
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+class JobKind(str, Enum):
+    learn = "learn"
+    sample = "sample"
+    reconstruct = "reconstruct"
+
+
+TERMINAL = frozenset({JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.canceled.value})
+
+
+class JobLost(Exception):
+    """This worker no longer owns the job (the reconciler requeued it, or it was finished elsewhere)."""
+
+
+class BadCursor(ValueError):
+    """A pagination cursor that this server did not write."""
+
+
+def new_id() -> str:
+    """Ids are random hex: they name rows and artifact folders, never derived from user input."""
+    return uuid.uuid4().hex
+
+
+def worker_identity() -> str:
+    """``host:pid`` of this process: lets a reconciler on the same host see that it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_gone(job: Job, timeout: float, now: Optional[datetime] = None) -> Optional[str]:
+    """Why the worker of a running job is presumed dead, or None while it looks alive.
+
+    Dead when its heartbeat is older than ``timeout``, or at once when it ran on this host and
+    its process no longer exists (a restarted ``gcn serve`` need not wait out the timeout).
+    """
+    now = now or utcnow()
+    if job.heartbeat_at is None or (now - job.heartbeat_at).total_seconds() > timeout:
+        return f"no heartbeat for more than {timeout:g} s"
+    host, _, pid = (job.owner or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        return f"worker process {pid} on {host} exited"
+    return None
+
+
+@dataclass
+class Claim:
+    """The answer to a worker asking for a job: ``job`` is set only when it now owns it."""
+
+    job: Optional[Job]
+    reason: str = ""
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, row_id = json.loads(raw)
+        return datetime.fromisoformat(stamp), str(row_id)
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise BadCursor("not a cursor returned by this server") from None
+
+
+def page(session, model: type[Base], filters: Iterable[Any], limit: int, cursor: Optional[str]):
+    """Newest first, ``limit`` rows after ``cursor``; returns (rows, next cursor or None)."""
+    query = select(model).where(*filters)
+    if cursor:
+        stamp, row_id = decode_cursor(cursor)
+        query = query.where(
+            or_(model.created_at < stamp, and_(model.created_at == stamp, model.id < row_id))
+        )
+    rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
+
+
+class JobStore:
+    """Jobs, datasets and models in the database (one short session per call)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    # ---- reads ---------------------------------------------------------------------------
+    def get(self, job_id: str) -> Optional[Job]:
+        with self.db.session() as s:
+            return s.get(Job, job_id)
+
+    def list(self, *, status: Optional[str] = None, kind: Optional[str] = None, limit: int = 20,
+             cursor: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
+        filters = []
+        if status:
+            filters.append(Job.status == status)
+        if kind:
+            filters.append(Job.kind == kind)
+        with self.db.session() as s:
+            return page(s, Job, filters, limit, cursor)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(kind, status) -> number of jobs, for /metrics."""
+        with self.db.session() as s:
+            rows = s.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))
+            return {(k, st): n for k, st, n in rows}
+
+    def running(self) -> list[Job]:
+        with self.db.session() as s:
+            return list(s.scalars(select(Job).where(Job.status == JobStatus.running.value)))
+
+    def learn_job_for_model(self, model_id: str) -> Optional[Job]:
+        with self.db.session() as s:
+            return s.scalars(
+                select(Job).where(Job.kind == JobKind.learn.value, Job.model_id == model_id)
+                .order_by(Job.created_at.desc()).limit(1)
+            ).first()
+
+    def cancel_flag(self, job_id: str) -> bool:
+        with self.db.session() as s:
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    # ---- datasets and models -------------------------------------------------------------
+    def add(self, row: Base) -> None:
+        with self.db.session() as s:
+            s.add(row)
+            s.commit()
+
+    def dataset(self, dataset_id: str) -> Optional[Dataset]:
+        with self.db.session() as s:
+            return s.get(Dataset, dataset_id)
+
+    def model(self, model_id: str) -> Optional[TrainedModel]:
+        with self.db.session() as s:
+            return s.get(TrainedModel, model_id)
+
+    def models(self, *, limit: int = 20, cursor: Optional[str] = None) -> tuple[list[TrainedModel], Optional[str]]:
+        with self.db.session() as s:
+            return page(s, TrainedModel, [], limit, cursor)
+
+    def delete_model(self, model_id: str) -> bool:
+        with self.db.session() as s:
+            row = s.get(TrainedModel, model_id)
+            if row is None:
+                return False
+            s.delete(row)
+            s.commit()
+            return True
+
+    # ---- API-side transitions --------------------------------------------------------------
+    def create(self, kind: JobKind, params: dict[str, Any], *, dataset_id: Optional[str] = None,
+               model_id: Optional[str] = None, job_id: Optional[str] = None, total: int = 0) -> Job:
+        job = Job(
+            id=job_id or new_id(), kind=kind.value, status=JobStatus.queued.value, params=params,
+            dataset_id=dataset_id, model_id=model_id, metrics={}, result={}, total=total,
+        )
+        self.add(job)
+        return job
+
+    def request_cancel(self, job_id: str) -> Optional[Job]:
+        """Idempotent: a queued job is canceled at once, a running one gets its flag raised (the
+        worker stops within seconds), a finished one is left as it is."""
+        now = utcnow()
+        with self.db.session() as s:
+            done = s.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.queued.value).values(
+                    status=JobStatus.canceled.value, cancel_requested=True, finished_at=now,
+                    updated_at=now, version=Job.version + 1, error="canceled before it started",
+                )
+            ).rowcount
+            if not done:
+                s.execute(
+                    update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value,
+                                      Job.cancel_requested.is_(False))
+                    .values(cancel_requested=True, updated_at=now, version=Job.version + 1)
+                )
+            s.commit()
+        return self.get(job_id)
+
+    def fail_unsent(self, job_id: str, reason: str) -> None:
+        """The broker refused the job: fail it rather than leave it queued forever."""
+        self._finish_from(job_id, None, JobStatus.failed, error=reason, expect=JobStatus.queued)
+
+    # ---- worker-side transitions ---------------------------------------------------------
+    def claim(self, job_id: str, owner: str, *, heartbeat_timeout: float, max_attempts: int) -> Claim:
+        """Take a delivered job, or say why not. Makes tasks idempotent per job id: a finished
+        job, or one whose owner is alive, is not run again; one whose owner died is taken over
+        (it resumes from its checkpoint) until ``max_attempts`` is spent."""
+        job = self.get(job_id)
+        if job is None:
+            return Claim(None, "no such job")
+        if job.status in TERMINAL:
+            return Claim(None, f"already {job.status}")
+        if job.status == JobStatus.running.value:
+            gone = owner_gone(job, heartbeat_timeout)
+            if gone is None:
+                return Claim(None, f"running on {job.owner}")
+        else:
+            gone = None
+        if job.cancel_requested:
+            self._finish_from(job_id, job.version, JobStatus.canceled, error="canceled")
+            return Claim(None, "canceled")
+        if job.attempts >= max_attempts:
+            why = f"worker lost ({gone}); " if gone else ""
+            self._finish_from(job_id, job.version, JobStatus.failed,
+                              error=f"{why}gave up after {job.attempts} attempts")
+            return Claim(None, "attempts exhausted")
+        now = utcnow()
+        with self.db.session() as s:
+            won = s.execute(
+                update(Job).where(Job.id == job_id, Job.version == job.version).values(
+                    status=JobStatus.running.value, owner=owner, heartbeat_at=now, updated_at=now,
+                    started_at=job.started_at or now, attempts=Job.attempts + 1, version=Job.version + 1,
+                )
+            ).rowcount
+            s.commit()
+        if not won:
+            return Claim(None, "claimed by another worker")
+        return Claim(self.get(job_id), "claimed")
+
+    def _owned(self, job_id: str, owner: str):
+        return update(Job).where(Job.id == job_id, Job.owner == owner, Job.status == JobStatus.running.value)
+
+    def beat(self, job_id: str, owner: str) -> bool:
+        now = utcnow()
+        with self.db.session() as s:
+            ok = s.execute(self._owned(job_id, owner).values(heartbeat_at=now)).rowcount
+            s.commit()
+        return bool(ok)
+
+    def report(self, job_id: str, owner: str, *, step: int, total: int, eta: Optional[float] = None,
+               metrics: Optional[dict[str, Any]] = None, preview: bool = False) -> None:
+        """Progress from the owning worker; raises ``JobLost`` when it no longer owns the job."""
+        now = utcnow()
+        values: dict[str, Any] = dict(step=step, total=total, eta_seconds=eta, heartbeat_at=now,
+                                      updated_at=now, version=Job.version + 1)
+        if metrics is not None:
+            values["metrics"] = metrics
+        if preview:
+            values["has_preview"] = True
+        with self.db.session() as s:
+            ok = s.execute(self._owned(job_id, owner).values(**values)).rowcount
+            s.commit()
+        if not ok:
+            raise JobLost(job_id)
+
+    def finish(self, job_id: str, owner: str, status: JobStatus, *, result: Optional[dict[str, Any]] = None,
+               error: Optional[str] = None, rows: Iterable[Base] = ()) -> bool:
+        """End an owned job; ``rows`` (a new model) are written in the same transaction, so a
+        model exists exactly when its job succeeded."""
+        now = utcnow()
+        values: dict[str, Any] = dict(status=status.value, finished_at=now, updated_at=now, eta_seconds=None,
+                                      version=Job.version + 1)
+        if result is not None:
+            values["result"] = result
+        if error is not None:
+            values["error"] = error
+        with self.db.session() as s:
+            ok = s.execute(self._owned(job_id, owner).values(**values)).rowcount
+            if ok:
+                s.add_all(list(rows))
+            s.commit()
+        return bool(ok)
+
+    # ---- reconciler-side transitions -------------------------------------------------------
+    def requeue(self, job: Job, reason: str) -> bool:
+        """running -> queued, from the version the reconciler saw (the caller republishes)."""
+        now = utcnow()
+        with self.db.session() as s:
+            ok = s.execute(
+                update(Job).where(Job.id == job.id, Job.version == job.version,
+                                  Job.status == JobStatus.running.value).values(
+                    status=JobStatus.queued.value, owner=None, heartbeat_at=None, updated_at=now,
+                    version=Job.version + 1, metrics={**(job.metrics or {}), "requeued": reason},
+                )
+            ).rowcount
+            s.commit()
+        return bool(ok)
+
+    def end_orphan(self, job: Job, status: JobStatus, reason: str) -> bool:
+        return self._finish_from(job.id, job.version, status, error=reason, expect=JobStatus.running)
+
+    def _finish_from(self, job_id: str, version: Optional[int], status: JobStatus, *, error: str,
+                     expect: Optional[JobStatus] = None) -> bool:
+        now = utcnow()
+        query = update(Job).where(Job.id == job_id)
+        if version is not None:
+            query = query.where(Job.version == version)
+        if expect is not None:
+            query = query.where(Job.status == expect.value)
+        with self.db.session() as s:
+            ok = s.execute(query.values(status=status.value, error=error, finished_at=now, updated_at=now,
+                                        version=Job.version + 1)).rowcount
+            s.commit()
+        return bool(ok)
+
+
+def thin_curve(history: list[dict[str, Any]], limit: int = 500) -> list[dict[str, Any]]:
+    """At most ``limit`` points of a learning history, always keeping the last one."""
+    if len(history) <= limit:
+        return list(history)
+    stride = -(-len(history) // limit)
+    points = history[::stride]
+    if points[-1] is not history[-1]:
+        points.append(history[-1])
+    return points
+
+
+__all__ = [
+    "Claim", "JobKind", "JobLost", "JobStatus", "JobStore", "TERMINAL", "BadCursor", "new_id",
+    "owner_gone", "thin_curve", "worker_identity",
+]

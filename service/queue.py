@@ -1,0 +1,104 @@
+"""Celery, configured for long GPU jobs, and the one message the service sends: a job id.
+
+The API publishes with ``JobQueue.publish`` (by task name, so app/ never imports worker/); the
+worker registers the task under the same name on an app built by the same ``make_celery``.
+
+Settings that matter for jobs lasting minutes to hours (Celery's "optimizing" guide):
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
+  job ended, so a worker that dies mid-job leaves it to be delivered again (the task then resumes
+  from the job's checkpoint);
+- ``worker_prefetch_multiplier = 1``: a busy worker does not hoard jobs that an idle one could run;
+- Redis ``visibility_timeout`` above the longest job: otherwise Redis would hand a running job to a
+  second worker; set for the broker and for result-backend options alike (there is no result
+  backend: ``task_ignore_result``, since the job table is where users read results).
+
+Embedded mode uses kombu's SQLAlchemy transport on a SQLite file: no server to run. It has no
+visibility timeout; a message taken by a worker that is then killed is lost by the broker, which
+is acceptable because the job row is the truth: the worker-side reconciler requeues such jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from .settings import Settings
+
+TASK_NAME = "gcn.run_job"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("gcn", broker=settings.broker_url, set_as_current=False)
+    transport_options: dict[str, Any]
+    if settings.embedded_broker:
+        # The SQLAlchemy transport passes its options to create_engine(): only engine arguments here.
+        transport_options = {"connect_args": {"timeout": 30}}
+    else:
+        transport_options = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        task_ignore_result=True,
+        result_backend=None,
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_pool="prefork",
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        # A broker blip must not kill a two-hour job: its message is redelivered later, and
+        # claiming (JobStore.claim) refuses to run a job twice while its owner is alive.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Remote control needs fanout, which the SQLAlchemy transport lacks (and polls for it).
+        worker_enable_remote_control=not settings.embedded_broker,
+        worker_hijack_root_logger=False,
+        task_default_queue=settings.queue,
+        task_routes={TASK_NAME: {"queue": settings.queue}},
+        task_serializer="json",
+        accept_content=["json"],
+        task_track_started=False,
+        task_send_sent_event=False,
+        enable_utc=True,
+    )
+    return app
+
+
+class JobQueue:
+    """Publishes job ids; knows nothing of what the worker does with them."""
+
+    def __init__(self, celery: Celery, queue: str):
+        self.celery = celery
+        self.queue = queue
+
+    def publish(self, job_id: str) -> None:
+        self.celery.send_task(
+            TASK_NAME, args=[job_id], queue=self.queue, retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
+        )
+
+    def ping(self, timeout: float = 3.0) -> None:
+        """Raise when the broker cannot be reached (for /readyz)."""
+        with self.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+
+    def close(self) -> None:
+        self.celery.close()
+
+
+def cleanup_embedded_broker(settings: Settings) -> int:
+    """Delete delivered messages from the embedded broker's table (kombu's SQLAlchemy transport
+    marks them invisible and never deletes them; an unacknowledged one is re-put by kombu itself
+    if its channel closes, so deleting the invisible rows is safe)."""
+    if not settings.embedded_broker:
+        return 0
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(settings.broker_url.split("+", 1)[1], connect_args={"timeout": 30})
+    try:
+        if not inspect(engine).has_table("kombu_message"):
+            return 0
+        with engine.begin() as conn:
+            return conn.execute(text("DELETE FROM kombu_message WHERE visible = 0")).rowcount or 0
+    finally:
+        engine.dispose()

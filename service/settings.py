@@ -1,0 +1,70 @@
+"""Service settings, read once from ``GCN_``-prefixed environment variables (pydantic-settings).
+
+Every process (API, worker, ``gcn serve``) builds the same ``Settings`` from the same environment,
+so ``gcn serve`` configures its worker subprocesses simply by exporting ``to_env()``.
+Defaults make a laptop run need nothing: SQLite for jobs and a SQLite-backed broker, both under
+``data_dir``. Production sets ``GCN_DATABASE_URL`` (PostgreSQL) and ``GCN_BROKER_URL`` (Redis).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GCN_", extra="ignore")
+
+    # ---- where things live ---------------------------------------------------------------
+    data_dir: Path = Field(Path("gcn-data"), description="Artifacts (datasets, weights, PNGs) and the embedded databases.")
+    database_url: str = Field("", description="SQLAlchemy URL of the job table; empty: sqlite:///DATA_DIR/jobs.db.")
+    broker_url: str = Field("", description="Celery broker; empty: sqla+sqlite:///DATA_DIR/broker.db (no server).")
+    queue: str = Field("gpu", description="The Celery queue that jobs are sent to and workers consume.")
+
+    # ---- worker --------------------------------------------------------------------------
+    device: Optional[str] = Field(None, description="cpu, cuda or cuda:N; empty: CUDA when present.")
+    torch_threads: Optional[int] = Field(None, ge=1, description="Cap on torch CPU threads in the worker child.")
+    checkpoint_every: int = Field(50, ge=1, description="Learning writes its checkpoint every N iterations.")
+    progress_interval: float = Field(1.0, gt=0, description="At most one progress write per job per this many seconds.")
+    cancel_poll_interval: float = Field(0.5, gt=0, description="Seconds between reads of a running job's cancel flag.")
+    preview_interval: float = Field(5.0, gt=0, description="At least one preview PNG per this many seconds while learning.")
+    heartbeat_interval: float = Field(5.0, gt=0, description="A running job's heartbeat period.")
+    heartbeat_timeout: float = Field(60.0, gt=0, description="A running job whose heartbeat is older is orphaned.")
+    reconcile_interval: float = Field(30.0, gt=0, description="Seconds between reconciler passes in each worker.")
+    max_attempts: int = Field(3, ge=1, description="A job whose worker was lost this many times fails.")
+    visibility_timeout: int = Field(
+        7 * 24 * 3600, ge=60,
+        description="Redis redelivers an unacknowledged job after this many seconds: keep it above the longest job.",
+    )
+    shutdown_grace: float = Field(10.0, ge=0, description="`gcn serve`: seconds a worker may finish its job on exit.")
+
+    # ---- API -----------------------------------------------------------------------------
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Per uploaded file; larger is 413.")
+    max_image_pixels: int = Field(40_000_000, ge=64, description="Per decoded image (width x height).")
+    max_dataset_images: int = Field(64, ge=1, description="Files per dataset upload.")
+    events_poll_interval: float = Field(0.5, gt=0, description="How often an SSE stream looks at its job.")
+
+    @model_validator(mode="after")
+    def _derive(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'jobs.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True for kombu's SQLAlchemy transport (the no-server default)."""
+        return self.broker_url.startswith(("sqla+", "sqlalchemy+"))
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``GCN_*`` variables, for child processes."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[f"GCN_{name.upper()}"] = str(value)
+        return env
