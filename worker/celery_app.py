@@ -1,0 +1,64 @@
+"""The worker's Celery app (``celery -A worker.celery_app worker``; ``gcn worker`` runs it).
+
+Built from the environment's ``Settings`` by ``service.queue.make_celery``, the same factory the
+API publishes with. Process layout: one prefork child (concurrency 1, one per GPU); the parent
+only consumes messages and reconciles, the child runs jobs. torch is imported in the parent
+(children share its pages) but CUDA is first touched in the child, when a job picks its device.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import bootsteps
+from celery.signals import worker_process_init
+
+from service.queue import cleanup_embedded_broker, make_celery
+from service.reconcile import reconcile
+
+from .runtime import get_runtime, init_child_process
+
+log = logging.getLogger("gcn.worker")
+
+celery = make_celery(get_runtime().settings)
+app = celery
+
+
+class Reconciler(bootsteps.StartStopStep):
+    """Reconcile orphaned jobs when the worker starts, then every ``GCN_RECONCILE_INTERVAL`` s,
+    on the worker's own timer (no thread, nothing forked with it)."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker) -> None:
+        self.run()
+        self.tref = worker.timer.call_repeatedly(get_runtime().settings.reconcile_interval, self.run, priority=10)
+
+    def stop(self, worker) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def run(self) -> None:
+        rt = get_runtime()
+        try:
+            rt.db.create_all()
+            reconcile(rt.store, rt.queue, rt.settings)
+            cleanup_embedded_broker(rt.settings)
+        except Exception:
+            log.exception("reconciler pass failed")
+
+
+celery.steps["worker"].add(Reconciler)
+
+
+@worker_process_init.connect
+def _child_started(**_kwargs) -> None:
+    init_child_process()
+
+
+from . import tasks  # noqa: E402,F401  (registers gcn.run_job)

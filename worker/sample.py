@@ -1,0 +1,51 @@
+"""Sampling and reconstruction jobs: a learned model -> PNGs (each image and a grid)."""
+
+from __future__ import annotations
+
+from models import checkpoint
+from models.pipeline import default_init, pick_device, reconstruct_image, sample_images, synthesize
+from models.transforms import make_grid
+from service.artifacts import keys, png_bytes
+
+from .jobrun import JobRun
+
+
+def _load(run: JobRun):
+    model_id = run.job.model_id or ""
+    if run.store.model(model_id) is None or not run.artifacts.exists(keys.model_weights(model_id)):
+        raise ValueError(f"model {model_id} no longer exists")
+    return checkpoint.load(run.artifacts.path(keys.model_weights(model_id)), pick_device(run.settings.device))
+
+
+def run_sampling(run: JobRun) -> None:
+    p = run.job.params
+    model, state = _load(run)
+    chains = state[1].get("chains") if state else None
+    size = p.get("size") or model.preset.image_size
+    steps = model.preset.sample_steps if p.get("steps") is None else p["steps"]
+    init = p.get("init") or default_init(model, chains, size)
+    n = p["n"]
+    run.tick(0, steps, metrics={"init": init, "size": size}, force=True)
+
+    def on_step(t: int, total: int, _x) -> None:
+        run.tick(t, total, metrics={"init": init, "size": size})
+
+    x = synthesize(model, n, size=size, steps=steps, seed=p.get("seed", 0), init=init, chains=chains,
+                   callback=on_step, callback_every=1)
+    images, grid = sample_images(model, x)
+    for k, im in enumerate(images):
+        run.artifacts.put(keys.job_image(run.id, k), png_bytes(im))
+    run.artifacts.put(keys.job_grid(run.id), png_bytes(grid))
+    run.tick(steps, steps, eta=0.0, metrics={"init": init, "size": size}, force=True)
+    run.succeed({"images": len(images), "size": size, "steps": steps, "init": init, "seed": p.get("seed", 0)})
+
+
+def run_reconstruction(run: JobRun) -> None:
+    model, _ = _load(run)
+    run.tick(0, 1, force=True)
+    original, rebuilt = reconstruct_image(model, str(run.artifacts.path(keys.job_input(run.id))))
+    run.artifacts.put(keys.job_image(run.id, 0), png_bytes(original))
+    run.artifacts.put(keys.job_image(run.id, 1), png_bytes(rebuilt))
+    run.artifacts.put(keys.job_grid(run.id), png_bytes(make_grid([original, rebuilt], columns=2)))
+    run.tick(1, 1, eta=0.0, force=True)
+    run.succeed({"images": 2, "size": model.preset.image_size, "order": ["input", "reconstruction"]})

@@ -1,0 +1,75 @@
+"""The one Celery task, ``gcn.run_job(job_id)``, and ``execute``, its body without Celery.
+
+``execute`` claims the job (idempotent per id: finished jobs and jobs whose worker is alive are
+not run again), runs the handler of its kind inside a ``JobRun`` (heartbeat, progress, cancel)
+and ends it: succeeded by the handler, canceled on ``models.Cancelled``, failed with a one-line
+reason otherwise. Failures are the job's business, never Celery's: the task itself returns
+normally so the message is acknowledged and never retried behind the job table's back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from models import Cancelled, CheckpointError, ImageError, NumericalError, PresetError
+from service.artifacts import keys
+from service.jobs import JobKind, JobLost, worker_identity
+from service.queue import TASK_NAME
+
+from .celery_app import celery
+from .jobrun import JobRun
+from .learn import run_learning
+from .runtime import Runtime, get_runtime
+from .sample import run_reconstruction, run_sampling
+
+log = logging.getLogger("gcn.worker")
+
+HANDLERS = {
+    JobKind.learn.value: run_learning,
+    JobKind.sample.value: run_sampling,
+    JobKind.reconstruct.value: run_reconstruction,
+}
+
+
+def execute(runtime: Runtime, job_id: str) -> str:
+    """Run one job to its end; returns what happened (for logs and tests)."""
+    s = runtime.settings
+    claim = runtime.store.claim(job_id, worker_identity(), heartbeat_timeout=s.heartbeat_timeout,
+                                max_attempts=s.max_attempts)
+    if claim.job is None:
+        log.info("job %s not run: %s", job_id, claim.reason)
+        return f"skipped: {claim.reason}"
+    job = claim.job
+    log.info("job %s (%s) started, attempt %d", job.id, job.kind, job.attempts)
+    with JobRun(runtime, job, worker_identity()) as run:
+        try:
+            HANDLERS[job.kind](run)
+            return "succeeded"
+        except Cancelled:
+            run.canceled()
+            _drop_checkpoint(runtime, job.id)
+            return "canceled"
+        except JobLost:
+            log.warning("job %s was taken from this worker; stopping", job.id)
+            return "lost"
+        except NumericalError as e:
+            run.fail(f"learning diverged (NaN/inf): {e}; no model was published")
+            _drop_checkpoint(runtime, job.id)
+            return "failed"
+        except (CheckpointError, ImageError, PresetError, ValueError, KeyError) as e:
+            run.fail(str(e) or e.__class__.__name__)
+            return "failed"
+        except Exception as e:
+            log.exception("job %s crashed", job.id)
+            run.fail(f"internal error: {e.__class__.__name__}: {e}")
+            return "failed"
+
+
+def _drop_checkpoint(runtime: Runtime, job_id: str) -> None:
+    """A canceled or diverged run will not be resumed: free its checkpoint (previews stay)."""
+    runtime.artifacts.delete(keys.job_checkpoint(job_id))
+
+
+@celery.task(name=TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: str) -> None:
+    execute(get_runtime(), job_id)
