@@ -1,0 +1,55 @@
+"""Dependencies for routes, as ``Annotated`` aliases (``Store``, ``Artifacts``, ...).
+
+``Services`` is built once by ``create_app`` and kept on ``app.state``; a route asks for the one
+piece it needs. Authentication (API keys) and ``Idempotency-Key`` handling belong here later, as
+one more dependency on the routers; nothing in the routes has to change for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.artifacts import ArtifactStore
+from service.db import Database
+from service.jobs import JobStore
+from service.queue import JobQueue
+from service.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: JobStore
+    artifacts: ArtifactStore
+    queue: JobQueue
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _settings(s: Annotated[Services, Depends(get_services)]) -> Settings:
+    return s.settings
+
+
+def _store(s: Annotated[Services, Depends(get_services)]) -> JobStore:
+    return s.store
+
+
+def _artifacts(s: Annotated[Services, Depends(get_services)]) -> ArtifactStore:
+    return s.artifacts
+
+
+def _queue(s: Annotated[Services, Depends(get_services)]) -> JobQueue:
+    return s.queue
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+Store = Annotated[JobStore, Depends(_store)]
+Artifacts = Annotated[ArtifactStore, Depends(_artifacts)]
+Queue = Annotated[JobQueue, Depends(_queue)]

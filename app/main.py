@@ -1,0 +1,117 @@
+"""The FastAPI application factory: ``create_app(settings)``.
+
+The app only accepts, tracks and serves: uploads are decoded and stored, jobs are written to the
+job table and their ids published; workers do everything long. ``uvicorn app.main:app`` serves
+an app built from the environment (``GCN_*``); ``gcn serve`` builds its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Optional
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.artifacts import LocalArtifactStore
+from service.db import Database
+from service.jobs import JobStore
+from service.queue import JobQueue, make_celery
+from service.settings import Settings
+
+from . import problems
+from .deps import Services
+from .metrics import Metrics, MetricsMiddleware
+from .routes import datasets, health, jobs, models
+
+log = logging.getLogger("gcn.api")
+
+DESCRIPTION = """\
+Learn a generative ConvNet (Xie, Lu, Zhu, Wu, ICML 2016) from uploaded images and synthesize new
+ones by Langevin dynamics. Long work runs as jobs: POSTs that start work answer 202 with the job
+and `Location: /v1/jobs/{id}`; follow it with GET or server-sent events, then fetch PNGs.
+Errors are `application/problem+json` (RFC 9457).
+"""
+
+
+class UploadLimit:
+    """Refuse a request body that is announced larger than any allowed upload (413), before
+    reading it; each file is also checked on its own against GCN_MAX_UPLOAD_BYTES."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                response = problems.problem_response(
+                    413, "Content too large", f"the request body is {int(length)} bytes; the limit is {self.max_bytes}",
+                    "/problems/too-large")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings.database_url)
+    return Services(settings=settings, db=db, store=JobStore(db), artifacts=LocalArtifactStore(settings.data_dir),
+                    queue=JobQueue(make_celery(settings), settings.queue))
+
+
+def create_app(settings: Optional[Settings] = None) -> FastAPI:
+    settings = settings or Settings()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        services.db.create_all()
+        yield
+        services.queue.close()
+        services.db.dispose()
+
+    app = FastAPI(title="Generative ConvNet service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = services
+    app.state.metrics = Metrics(services.store)
+    problems.install(app)
+    for module in (datasets, models, jobs, health):
+        app.include_router(module.router)
+    body_limit = settings.max_upload_bytes * settings.max_dataset_images + 1024 * 1024
+    app.add_middleware(UploadLimit, max_bytes=body_limit)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    _problem_schemas_in_openapi(app)
+    return app
+
+
+def _problem_schemas_in_openapi(app: FastAPI) -> None:
+    """Document error bodies as application/problem+json with the ProblemDetails schema."""
+    default_openapi = app.openapi
+
+    def openapi():
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = default_openapi()
+        defs = problems.ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.pop("$defs", {}))
+        components["ProblemDetails"] = defs
+        for path in schema.get("paths", {}).values():
+            for op in path.values():
+                for status, resp in op.get("responses", {}).items():
+                    content = resp.get("content", {})
+                    if problems.MEDIA_TYPE in content:
+                        content.pop("application/json", None)
+                        content[problems.MEDIA_TYPE] = {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
+def __getattr__(name: str):
+    # ``uvicorn app.main:app``: built on first access, from the environment.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

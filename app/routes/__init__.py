@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; each is thin: validate, call the service layer, answer."""
