@@ -23,7 +23,7 @@ from service.settings import Settings
 from . import problems
 from .deps import Services
 from .metrics import Metrics, MetricsMiddleware
-from .routes import datasets, health, jobs, models
+from .routes import datasets, health, jobs, models, page
 
 log = logging.getLogger("gcn.api")
 
@@ -76,8 +76,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.state.services = services
     app.state.metrics = Metrics(services.store)
     problems.install(app)
-    for module in (datasets, models, jobs, health):
+    for module in (datasets, models, jobs, health, page):
         app.include_router(module.router)
+    app.mount("/static", page.static_files(), name="static")
     body_limit = settings.max_upload_bytes * settings.max_dataset_images + 1024 * 1024
     app.add_middleware(UploadLimit, max_bytes=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
@@ -97,13 +98,16 @@ def _problem_schemas_in_openapi(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(defs.pop("$defs", {}))
         components["ProblemDetails"] = defs
+        problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
         for path in schema.get("paths", {}).values():
             for op in path.values():
                 for status, resp in op.get("responses", {}).items():
-                    content = resp.get("content", {})
-                    if problems.MEDIA_TYPE in content:
-                        content.pop("application/json", None)
-                        content[problems.MEDIA_TYPE] = {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+                    if status.startswith(("4", "5")):  # FastAPI's default 422 included: ours is problem+json
+                        resp["content"] = dict(problem)
+                        if status == "422":
+                            resp["description"] = problems.TITLES[422]
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         app.openapi_schema = schema
         return schema
 
