@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh machine (the README's test command).
 #
-# - system packages the tests use (docker-compose to validate the compose files) are installed
+# - system packages the tests use (docker-compose to validate the compose files, Debian's
+#   Chromium for the browser tests, driven by Playwright; never a downloaded browser) are installed
 #   with apt-get when we are root and they are missing; otherwise those tests skip and say why;
 # - a virtual environment in .venv with the project and its test extras (torch pinned to 2.13.0);
 # - pytest over tests/. Extra arguments go to pytest (e.g. `bash scripts/test.sh -k langevin`).
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 want=()
 command -v docker-compose >/dev/null 2>&1 || want+=(docker-compose)
+[ -x /usr/bin/chromium ] || want+=(chromium)
 if [ ${#want[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing with apt-get: ${want[*]}"
