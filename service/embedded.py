@@ -89,6 +89,12 @@ def stop_workers(procs: list[subprocess.Popen], grace: float, hurry: Optional[li
         hurry[0] = False
 
 
+def _safe(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: str = "info") -> None:
     import uvicorn
 
@@ -107,6 +113,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: 
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     print(f"gcn: serving {url}  (API docs {url}/docs; data in {settings.data_dir}; "
           f"{workers} worker{'s' if workers != 1 else ''}; Ctrl-C stops)", flush=True)
+    print(f"gcn: job table {_safe(settings.database_url)}; broker {_safe(settings.broker_url)}", flush=True)
     try:
         config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level,
                                  timeout_graceful_shutdown=3)
