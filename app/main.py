@@ -23,7 +23,7 @@ from service.settings import Settings
 from . import problems
 from .deps import Services
 from .metrics import Metrics, MetricsMiddleware
-from .routes import datasets, health, jobs, models, page
+from .routes import datasets, health, jobs, models, page, page
 
 log = logging.getLogger("gcn.api")
 

@@ -273,3 +273,10 @@ def test_openapi_documents_every_route_and_problem_json(client):
                     assert list(resp["content"]) == [PROBLEM], (path, method, status)
     assert "text/event-stream" in paths["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert "ProblemDetails" in spec["components"]["schemas"]
+
+
+def test_the_page_is_served(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert client.get("/static/app.js").status_code == 200
+    assert "/" not in client.get("/openapi.json").json()["paths"]
