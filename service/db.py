@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -124,6 +125,18 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur.close()
 
 
+_INSTANCES: "weakref.WeakSet[Database]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread of the parent at fork time would never be released here.
+    for db in list(_INSTANCES):
+        db._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Database:
     """A URL, and lazily (per process) its engine and session factory."""
 
@@ -133,6 +146,7 @@ class Database:
         self._pid: Optional[int] = None
         self._engine: Optional[Engine] = None
         self._sessions: Optional[sessionmaker[Session]] = None
+        _INSTANCES.add(self)
 
     @property
     def is_sqlite(self) -> bool:

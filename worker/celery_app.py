@@ -13,20 +13,21 @@ import logging
 from celery import bootsteps
 from celery.signals import worker_process_init
 
-from service.queue import cleanup_embedded_broker, make_celery
+from service.queue import cleanup_embedded_broker
 from service.reconcile import reconcile
 
 from .runtime import get_runtime, init_child_process
 
 log = logging.getLogger("gcn.worker")
 
-celery = make_celery(get_runtime().settings)
+# One Celery app per process: the one the reconciler republishes with is the one that consumes.
+celery = get_runtime().queue.celery
 app = celery
 
 
 class Reconciler(bootsteps.StartStopStep):
-    """Reconcile orphaned jobs when the worker starts, then every ``GCN_RECONCILE_INTERVAL`` s,
-    on the worker's own timer (no thread, nothing forked with it)."""
+    """Reconcile orphaned jobs when the worker starts, then every ``GCN_RECONCILE_INTERVAL`` s on
+    the worker's own timer, in the parent process (which never runs jobs itself)."""
 
     requires = {"celery.worker.components:Timer"}
 
@@ -35,6 +36,10 @@ class Reconciler(bootsteps.StartStopStep):
         self.tref = None
 
     def start(self, worker) -> None:
+        try:
+            get_runtime().db.create_all()
+        except Exception:
+            log.exception("could not create the job tables")
         self.run()
         self.tref = worker.timer.call_repeatedly(get_runtime().settings.reconcile_interval, self.run, priority=10)
 
@@ -46,7 +51,6 @@ class Reconciler(bootsteps.StartStopStep):
     def run(self) -> None:
         rt = get_runtime()
         try:
-            rt.db.create_all()
             reconcile(rt.store, rt.queue, rt.settings)
             cleanup_embedded_broker(rt.settings)
         except Exception:

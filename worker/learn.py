@@ -55,12 +55,8 @@ def run_learning(run: JobRun) -> None:
         checkpoint_every=settings.checkpoint_every, resume=True, on_progress=on_progress,
     )
 
-    # Publish: weights into the model's folder, then the row and the job's success together.
-    _, state = checkpoint.load(ckpt, "cpu")
-    chains = state[1].get("chains") if state else None
-    model_id = job.model_id
-    assert model_id is not None
-    artifacts.copy(ckpt_key, keys.model_weights(model_id))
+    # Publish: the final progress, the weights into the model's folder, then the model row and
+    # the job's success in one transaction. A cancel arriving now still wins (tick raises).
     history = model.history
     last = history[-1] if history else {}
     total = model.preset.total_iterations
@@ -68,6 +64,14 @@ def run_learning(run: JobRun) -> None:
         "gap": last.get("gap"), "f_obs": last.get("f_obs"), "f_syn": last.get("f_syn"),
         "stage": last.get("stage"), "n_stages": model.preset.n_stages, "resumed_from": resumed_from,
     }, force=True)
+    chains = None
+    if model.preset.learner == "ml":  # only maximum likelihood keeps chains worth continuing
+        _, state = checkpoint.load(ckpt, "cpu")
+        chains = state[1].get("chains") if state else None
+    model_id = job.model_id
+    assert model_id is not None
+    weights_key = keys.model_weights(model_id)
+    artifacts.copy(ckpt_key, weights_key)
     row = TrainedModel(
         id=model_id, dataset_id=dataset.id, job_id=job.id, preset=params["preset"], kind=model.preset.kind,
         learner=model.preset.learner, image_size=model.preset.image_size,
@@ -76,3 +80,5 @@ def run_learning(run: JobRun) -> None:
     )
     if run.succeed({"model_id": model_id, "iterations": len(history), "resumed_from": resumed_from}, row):
         artifacts.delete(ckpt_key)
+    else:  # the job was taken from this worker meanwhile: publish nothing
+        artifacts.delete_tree(keys.model(model_id))
