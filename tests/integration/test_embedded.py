@@ -76,3 +76,14 @@ def test_ctrl_c_stops_everything_and_a_restart_resumes_the_interrupted_job(serve
     finally:
         if again.proc.poll() is None:
             again.kill()
+
+
+def test_workers_0_runs_the_api_alone(tmp_path):
+    server = Serve(tmp_path / "data", tmp_path / "serve.log", "--workers", "0")
+    try:
+        assert descendants(server.proc.pid) == set()
+        assert Api(server.url).http.get("/healthz").json() == {"status": "ok"}
+        assert server.interrupt(timeout=20) == 0
+    finally:
+        if server.proc.poll() is None:
+            server.kill()

@@ -1,0 +1,64 @@
+"""`gcn serve` / `gcn worker` on the models' command line: one-line errors, non-zero exits."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gcn(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCN_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_help_lists_the_science_and_the_service_commands():
+    r = gcn("--help")
+    assert r.returncode == 0
+    for command in ("train", "sample", "presets", "serve", "worker"):
+        assert command in r.stdout
+
+
+@pytest.mark.parametrize("args,word", [
+    (["serve", "--port", "0"], "--port"),
+    (["serve", "--workers", "-1"], "--workers"),
+    (["serve", "--bogus"], "--bogus"),
+    (["worker", "--concurrency", "0"], "--concurrency"),
+    (["nonsense"], "nonsense"),
+])
+def test_bad_options_are_one_line_and_exit_2(args, word):
+    r = gcn(*args)
+    assert r.returncode == 2 and word in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("gcn: error:")
+
+
+def test_a_busy_port_is_one_line_and_exit_1(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = gcn("serve", "--port", str(s.getsockname()[1]), "--workers", "0", "--data-dir", str(tmp_path))
+    assert r.returncode == 1 and "cannot listen" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_console_script_is_the_service_cli():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'gcn = "service.cli:main"' in text
+
+
+def test_dependencies_point_one_way():
+    """worker/ never imports FastAPI; app/ never imports worker/ (nor Celery's worker machinery)."""
+    code = "import sys, worker.tasks; assert 'fastapi' not in sys.modules and 'starlette' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-c", "import sys, app.main; "
+                        "assert not [m for m in sys.modules if m == 'worker' or m.startswith('worker.')]"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
