@@ -75,17 +75,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def owner_gone(job: Job, timeout: float, now: Optional[datetime] = None) -> Optional[str]:
+def owner_gone(job: Job, timeout: float, now: Optional[datetime] = None, me: Optional[str] = None) -> Optional[str]:
     """Why the worker of a running job is presumed dead, or None while it looks alive.
 
     Dead when its heartbeat is older than ``timeout``, or at once when it ran on this host and
-    its process no longer exists (a restarted ``gcn serve`` need not wait out the timeout).
+    its process no longer exists (a restarted ``gcn serve`` need not wait out the timeout), or
+    when it is ``me`` asking to claim it: a process claims only when it is not running a job, so
+    an earlier attempt of its own ended without finishing the row (a database outage, say).
     """
+    if me is not None and job.owner == me:
+        return "an earlier attempt in this process did not finish"
     now = now or utcnow()
     if job.heartbeat_at is None or (now - job.heartbeat_at).total_seconds() > timeout:
         return f"no heartbeat for more than {timeout:g} s"
     host, _, pid = (job.owner or "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
         return f"worker process {pid} on {host} exited"
     return None
 
@@ -240,7 +244,7 @@ class JobStore:
         if job.status in TERMINAL:
             return Claim(None, f"already {job.status}")
         if job.status == JobStatus.running.value:
-            gone = owner_gone(job, heartbeat_timeout)
+            gone = owner_gone(job, heartbeat_timeout, me=owner)
             if gone is None:
                 return Claim(None, f"running on {job.owner}")
         else:

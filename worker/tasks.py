@@ -10,6 +10,10 @@ normally so the message is acknowledged and never retried behind the job table's
 from __future__ import annotations
 
 import logging
+import time
+
+from celery.exceptions import Reject
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models import Cancelled, CheckpointError, ImageError, NumericalError, PresetError
 from service.artifacts import keys
@@ -23,6 +27,7 @@ from .runtime import Runtime, get_runtime
 from .sample import run_reconstruction, run_sampling
 
 log = logging.getLogger("gcn.worker")
+RETRY_PAUSE = 5.0
 
 HANDLERS = {
     JobKind.learn.value: run_learning,
@@ -52,6 +57,8 @@ def execute(runtime: Runtime, job_id: str) -> str:
         except JobLost:
             log.warning("job %s was taken from this worker; stopping", job.id)
             return "lost"
+        except (OperationalError, InterfaceError):
+            raise  # the database, not the job, failed: run_job hands the message back
         except NumericalError as e:
             run.fail(f"learning diverged (NaN/inf): {e}; no model was published")
             _drop_checkpoint(runtime, job.id)
@@ -72,4 +79,11 @@ def _drop_checkpoint(runtime: Runtime, job_id: str) -> None:
 
 @celery.task(name=TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: str) -> None:
-    execute(get_runtime(), job_id)
+    try:
+        execute(get_runtime(), job_id)
+    except (OperationalError, InterfaceError) as e:
+        # The job table is unreachable, so the job's state is unknown: hand the message back
+        # rather than acknowledge it, after a pause so that an outage is not a busy loop.
+        log.error("job %s: database unreachable (%s); requeueing its message", job_id, e.__class__.__name__)
+        time.sleep(RETRY_PAUSE)
+        raise Reject(f"database unreachable: {e.__class__.__name__}", requeue=True) from None

@@ -142,3 +142,10 @@ def test_counts_by_kind_and_status(store):
     j = store.create(JobKind.sample, {})
     store.request_cancel(j.id)
     assert store.counts() == {("learn", "queued"): 1, ("sample", "canceled"): 1}
+
+
+def test_a_process_may_take_back_a_job_it_left_unfinished(store):
+    job = store.create(JobKind.sample, {"n": 1})
+    claim(store, job.id)
+    again = claim(store, job.id, timeout=3600)  # same owner: its earlier attempt ended abnormally
+    assert again.job is not None and again.job.attempts == 2
