@@ -36,6 +36,7 @@ def run_learning(run: JobRun) -> None:
     if ckpt.exists():
         resumed_from = int(checkpoint.read_config(ckpt).get("learner", {}).get("iteration", 0))
     last_preview = [time.monotonic()]
+    device = pick_device(settings.device)  # the first touch of CUDA: in the job process, never the parent
 
     def on_progress(learner, progress) -> None:
         now = time.monotonic()
@@ -47,11 +48,12 @@ def run_learning(run: JobRun) -> None:
         metrics = {
             "gap": progress.gap, "f_obs": progress.f_obs, "f_syn": progress.f_syn, "lr": progress.lr,
             "stage": progress.stage, "n_stages": progress.n_stages, "resumed_from": resumed_from,
+            "device": str(device),
         }
         run.tick(progress.iteration, progress.total, eta=progress.eta, metrics=metrics, preview=due)
 
     model = train(
-        sources, preset, ckpt, device=pick_device(settings.device),
+        sources, preset, ckpt, device=device,
         checkpoint_every=settings.checkpoint_every, resume=True, on_progress=on_progress,
     )
 
@@ -63,6 +65,7 @@ def run_learning(run: JobRun) -> None:
     run.tick(total, total, eta=0.0, metrics={
         "gap": last.get("gap"), "f_obs": last.get("f_obs"), "f_syn": last.get("f_syn"),
         "stage": last.get("stage"), "n_stages": model.preset.n_stages, "resumed_from": resumed_from,
+        "device": str(device),
     }, force=True)
     chains = None
     if model.preset.learner == "ml":  # only maximum likelihood keeps chains worth continuing
@@ -78,7 +81,8 @@ def run_learning(run: JobRun) -> None:
         chain_size=int(chains.shape[-1]) if chains is not None else None,
         iterations=len(history), config=model.preset.to_dict(), curve=thin_curve(history),
     )
-    if run.succeed({"model_id": model_id, "iterations": len(history), "resumed_from": resumed_from}, row):
+    result = {"model_id": model_id, "iterations": len(history), "resumed_from": resumed_from, "device": str(device)}
+    if run.succeed(result, row):
         artifacts.delete(ckpt_key)
     else:  # the job was taken from this worker meanwhile: publish nothing
         artifacts.delete_tree(keys.model(model_id))

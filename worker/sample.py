@@ -37,7 +37,8 @@ def run_sampling(run: JobRun) -> None:
         run.artifacts.put(keys.job_image(run.id, k), png_bytes(im))
     run.artifacts.put(keys.job_grid(run.id), png_bytes(grid))
     run.tick(steps, steps, eta=0.0, metrics={"init": init, "size": size}, force=True)
-    run.succeed({"images": len(images), "size": size, "steps": steps, "init": init, "seed": p.get("seed", 0)})
+    run.succeed({"images": len(images), "size": size, "steps": steps, "init": init, "seed": p.get("seed", 0),
+                 "device": str(model.device)})
 
 
 def run_reconstruction(run: JobRun) -> None:

@@ -85,6 +85,7 @@ def test_a_redelivered_job_resumes_from_its_checkpoint(runtime, dataset, brick64
     assert execute(runtime, job.id) == "succeeded"
     done = runtime.store.get(job.id)
     assert done.result["resumed_from"] == 12 and done.result["iterations"] == 30
+    assert done.result["device"] == "cpu" and done.metrics["device"] == "cpu"
     assert runtime.store.model(job.model_id).iterations == 30
 
 
