@@ -3,8 +3,10 @@
 ``execute`` claims the job (idempotent per id: finished jobs and jobs whose worker is alive are
 not run again), runs the handler of its kind inside a ``JobRun`` (heartbeat, progress, cancel)
 and ends it: succeeded by the handler, canceled on ``models.Cancelled``, failed with a one-line
-reason otherwise. Failures are the job's business, never Celery's: the task itself returns
-normally so the message is acknowledged and never retried behind the job table's back.
+reason otherwise. Failures are the job's business, never Celery's: the task returns normally so
+the message is acknowledged and never retried behind the job table's back. The one exception is
+an unreachable database: then nothing can be recorded, so the message is handed back (``Reject``)
+to be delivered again once the database answers.
 """
 
 from __future__ import annotations
