@@ -213,6 +213,28 @@ def filters_png(model, path: Path, columns: int = 10, zoom: int = 2) -> Image.Im
     return grid
 
 
+def reconstruction_metrics(model, images: Sequence[Image.Image]) -> dict[str, float]:
+    """How well the auto-encoder sigma^2 df/dI reproduces ``images`` (pixel units): RMS error, the
+    images' own RMS about their mean (the error of predicting a flat image), and the normalised
+    cross-correlation of reconstruction and image (1 = the same picture up to contrast)."""
+    from models.reconstruct import reconstruct
+    from models.transforms import to_model_space
+
+    p = model.preset
+    x = to_model_space(load_pixels(list(images), p.image_size, p.resize), model.mean).to(model.device)
+    r = reconstruct(model.net, x, p.sigma).detach().float().cpu()
+    x = x.cpu()
+    xc = x - x.mean(dim=(1, 2, 3), keepdim=True)
+    rc = r - r.mean(dim=(1, 2, 3), keepdim=True)
+    ncc = (xc * rc).sum(dim=(1, 2, 3)) / (xc.flatten(1).norm(dim=1) * rc.flatten(1).norm(dim=1)).clamp_min(1e-12)
+    return {
+        "rmse": float((r - x).square().mean().sqrt()),
+        "data_rms_about_mean": float(xc.square().mean().sqrt()),
+        "ncc": float(ncc.mean()),
+        "n": len(images),
+    }
+
+
 # ----------------------------------------------------------------------------- one run
 
 
@@ -358,6 +380,9 @@ def run(
         metrics[f"samples_{how}"]["init"] = how
     if chains_x is not None:
         metrics["chains"] = evaluate(_pixels(model, chains_x), data, seed=0, num_threads=torch.get_num_threads())
+    metrics["reconstruction"] = {"data": reconstruction_metrics(model, images)}
+    if reference:
+        metrics["reconstruction"]["reference"] = reconstruction_metrics(model, reference)
     if reference:
         ref = load_pixels(list(reference), preset.image_size, preset.resize)
         metrics["reference"] = evaluate(ref, data, seed=0, num_threads=torch.get_num_threads())
