@@ -111,7 +111,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, row_id = json.loads(raw)
-        return datetime.fromisoformat(stamp), str(row_id)
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when, str(row_id)
     except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
         raise BadCursor("not a cursor returned by this server") from None
 

@@ -105,8 +105,9 @@ def test_pagination_walks_every_job_once_newest_first_with_filters(store):
     store.request_cancel(ids[0])
     canceled, _ = store.list(status="canceled")
     assert [r.id for r in canceled] == [ids[0]]
-    with pytest.raises(BadCursor):
-        store.list(cursor="not-a-cursor")
+    for bad in ("not-a-cursor", "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwgIngiXQ"):  # the second: a naive time
+        with pytest.raises(BadCursor):
+            store.list(cursor=bad)
 
 
 def test_reconciler_requeues_cancels_or_fails_orphans(store, queue):
