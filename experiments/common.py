@@ -91,6 +91,24 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def code_version() -> dict[str, Any]:
+    """The git commit of the checkout that ran, and whether models/ or experiments/ differed from it
+    (a run is reproducible from the commit only when they did not)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                                  timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "uncommitted_changes": git("status", "--porcelain", "--", "models", "experiments").splitlines(),
+    }
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -284,6 +302,7 @@ def run(
     previews.mkdir(exist_ok=True)
     for old in previews.glob("*.png"):
         old.unlink()
+    code = code_version()  # at the start: the code this process imported
     every = preview_every or max(1, preset.total_iterations // 30)
     held: dict[str, Any] = {}
     t0 = time.monotonic()
@@ -406,6 +425,7 @@ def run(
                         "sample_extra_inits": round(t_extra, 1), "eval": round(t_eval, 1),
                         "total": round(time.monotonic() - t0, 1)},
         "machine": machine(device),
+        "code": code,
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
