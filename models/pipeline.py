@@ -85,7 +85,7 @@ def train(
     """Learn a model and keep ``out`` (a safetensors checkpoint) up to date every
     ``checkpoint_every`` iterations and at the end. A NaN/inf raises ``NumericalError`` before
     anything is written, so ``out`` keeps the last good state; ``Cancelled`` from ``on_progress``
-    stops after writing a checkpoint."""
+    stops learning, and ``out`` holds the last periodic checkpoint (resume continues from it)."""
     learner = make_learner(sources, preset, device=device, resume_from=out if resume else None)
 
     def each(learner: Learner, progress: Progress) -> None:
