@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, text
+from sqlalchemy import (JSON, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, inspect,
+                        text)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -64,6 +65,7 @@ class Dataset(Base):
     kind: Mapped[str] = mapped_column(String(16))  # texture | object
     image_count: Mapped[int] = mapped_column(Integer)
     sizes: Mapped[list[Any]] = mapped_column(JSON)  # [[width, height], ...] as uploaded
+    api_key_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True, index=True)  # None: made without a key
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -83,6 +85,7 @@ class TrainedModel(Base):
     iterations: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the full preset
     curve: Mapped[list[Any]] = mapped_column(JSON)  # learning curve, thinned
+    api_key_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -108,12 +111,45 @@ class Job(Base):
     has_preview: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)  # "host:pid" of the worker child
+    api_key_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True, index=True)  # who asked for it
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
     finished_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the token is stored; the token is shown once, at creation."""
+
+    __tablename__ = "gcn_api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256 of the whole token
+    prefix: Mapped[str] = mapped_column(String(16))  # the token's first characters, to recognise it in lists
+    name: Mapped[str] = mapped_column(String(200), default="")
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_running_jobs: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # None: GCN_MAX_RUNNING_JOBS
+    max_queued_jobs: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # None: GCN_MAX_QUEUED_JOBS
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a POST carrying an ``Idempotency-Key``, per API key (``""``: no key).
+
+    ``status`` is None while the first request is still being handled."""
+
+    __tablename__ = "gcn_idempotency"
+
+    api_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the route and the request's content
+    status: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    body: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    location: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -179,15 +215,35 @@ class Database:
         return self._sessions()
 
     def create_all(self) -> None:
-        """Create missing tables; tolerate another process doing the same at the same moment."""
+        """Create missing tables and add columns that a newer version declares (nullable ones
+        only, so an existing job table keeps working); tolerate another process doing the same at
+        the same moment."""
         for attempt in range(5):
             try:
                 Base.metadata.create_all(self.engine)
+                self._add_missing_columns()
                 return
             except (IntegrityError, ProgrammingError, OperationalError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _add_missing_columns(self) -> None:
+        engine = self.engine
+        existing = inspect(engine)
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not column.nullable:
+                    raise RuntimeError(f"{table.name}.{column.name} is missing and cannot be added (NOT NULL)")
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}'))
+                for index in table.indexes:
+                    if column.name in [c.name for c in index.columns]:
+                        index.create(engine, checkfirst=True)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

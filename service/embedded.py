@@ -101,9 +101,14 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: 
     from app.main import create_app
     from service.db import Database
 
+    from service.auth import KeyStore
+
     check_port(host, port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    Database(settings.database_url).create_all()
+    db = Database(settings.database_url)
+    db.create_all()
+    keys_required = settings.auth_required(host)
+    have_keys = KeyStore(db).any_active()
     procs = [spawn_worker(settings, i, log_level) for i in range(workers)]
 
     def stop(_sig, _frame):
@@ -114,8 +119,13 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, log_level: 
     print(f"gcn: serving {url}  (API docs {url}/docs; data in {settings.data_dir}; "
           f"{workers} worker{'s' if workers != 1 else ''}; Ctrl-C stops)", flush=True)
     print(f"gcn: job table {_safe(settings.database_url)}; broker {_safe(settings.broker_url)}", flush=True)
+    if keys_required:
+        hint = "" if have_keys else " (none exists yet: create one with `gcn keys create`)"
+        print(f"gcn: API keys required (GCN_AUTH={settings.auth}){hint}", flush=True)
+    else:
+        print(f"gcn: API keys off (GCN_AUTH={settings.auth}, listening on {host})", flush=True)
     try:
-        config = uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level,
+        config = uvicorn.Config(create_app(settings, host=host), host=host, port=port, log_level=log_level,
                                  timeout_graceful_shutdown=3)
         uvicorn.Server(config).run()
     except _Stop:

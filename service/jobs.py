@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
-from .db import Base, Database, Dataset, Job, TrainedModel, utcnow
+from .db import ApiKey, Base, Database, Dataset, Job, TrainedModel, utcnow
 
 
 class JobStatus(str, Enum):
@@ -55,9 +56,17 @@ class BadCursor(ValueError):
     """A pagination cursor that this server did not write."""
 
 
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
 def new_id() -> str:
     """Ids are random hex: they name rows and artifact folders, never derived from user input."""
     return uuid.uuid4().hex
+
+
+def is_id(value: object) -> bool:
+    """Only strings shaped like our ids reach the database (anything else cannot name a row)."""
+    return isinstance(value, str) and _ID.match(value) is not None
 
 
 def worker_identity() -> str:
@@ -96,10 +105,12 @@ def owner_gone(job: Job, timeout: float, now: Optional[datetime] = None, me: Opt
 
 @dataclass
 class Claim:
-    """The answer to a worker asking for a job: ``job`` is set only when it now owns it."""
+    """The answer to a worker asking for a job: ``job`` is set only when it now owns it;
+    ``deferred`` when it stays queued because its API key has as many jobs running as allowed."""
 
     job: Optional[Job]
     reason: str = ""
+    deferred: bool = False
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
@@ -141,18 +152,44 @@ class JobStore:
 
     # ---- reads ---------------------------------------------------------------------------
     def get(self, job_id: str) -> Optional[Job]:
+        if not is_id(job_id):
+            return None
         with self.db.session() as s:
             return s.get(Job, job_id)
 
     def list(self, *, status: Optional[str] = None, kind: Optional[str] = None, limit: int = 20,
-             cursor: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
+             cursor: Optional[str] = None, api_key_id: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
+        """Newest first; ``api_key_id`` set: only that key's jobs."""
         filters = []
         if status:
             filters.append(Job.status == status)
         if kind:
             filters.append(Job.kind == kind)
+        if api_key_id is not None:
+            filters.append(Job.api_key_id == api_key_id)
         with self.db.session() as s:
             return page(s, Job, filters, limit, cursor)
+
+    def active_counts(self, api_key_id: Optional[str]) -> dict[str, int]:
+        """{"queued": n, "running": m} for one key's jobs (None: jobs made without a key)."""
+        key_filter = Job.api_key_id.is_(None) if api_key_id is None else Job.api_key_id == api_key_id
+        with self.db.session() as s:
+            rows = s.execute(select(Job.status, func.count()).where(
+                key_filter, Job.status.in_([JobStatus.queued.value, JobStatus.running.value])).group_by(Job.status))
+            counts = {st: n for st, n in rows}
+        return {"queued": counts.get("queued", 0), "running": counts.get("running", 0)}
+
+    def soonest_eta(self, api_key_id: Optional[str]) -> Optional[float]:
+        """Seconds until the first of this key's running jobs should end, when known."""
+        with self.db.session() as s:
+            return s.scalar(select(func.min(Job.eta_seconds)).where(
+                Job.api_key_id == api_key_id, Job.status == JobStatus.running.value))
+
+    def stale_queued(self, older_than: datetime, limit: int = 1000) -> list[Job]:
+        """Queued jobs not (re)published since ``older_than``: their message may be lost."""
+        with self.db.session() as s:
+            return list(s.scalars(select(Job).where(Job.status == JobStatus.queued.value, Job.updated_at < older_than)
+                                  .order_by(Job.updated_at).limit(limit)))
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(kind, status) -> number of jobs, for /metrics."""
@@ -165,6 +202,8 @@ class JobStore:
             return list(s.scalars(select(Job).where(Job.status == JobStatus.running.value)))
 
     def learn_job_for_model(self, model_id: str) -> Optional[Job]:
+        if not is_id(model_id):
+            return None
         with self.db.session() as s:
             return s.scalars(
                 select(Job).where(Job.kind == JobKind.learn.value, Job.model_id == model_id)
@@ -182,16 +221,22 @@ class JobStore:
             s.commit()
 
     def dataset(self, dataset_id: str) -> Optional[Dataset]:
+        if not is_id(dataset_id):
+            return None
         with self.db.session() as s:
             return s.get(Dataset, dataset_id)
 
     def model(self, model_id: str) -> Optional[TrainedModel]:
+        if not is_id(model_id):
+            return None
         with self.db.session() as s:
             return s.get(TrainedModel, model_id)
 
-    def models(self, *, limit: int = 20, cursor: Optional[str] = None) -> tuple[list[TrainedModel], Optional[str]]:
+    def models(self, *, limit: int = 20, cursor: Optional[str] = None,
+               api_key_id: Optional[str] = None) -> tuple[list[TrainedModel], Optional[str]]:
+        filters = [] if api_key_id is None else [TrainedModel.api_key_id == api_key_id]
         with self.db.session() as s:
-            return page(s, TrainedModel, [], limit, cursor)
+            return page(s, TrainedModel, filters, limit, cursor)
 
     def delete_model(self, model_id: str) -> bool:
         with self.db.session() as s:
@@ -204,13 +249,33 @@ class JobStore:
 
     # ---- API-side transitions --------------------------------------------------------------
     def create(self, kind: JobKind, params: dict[str, Any], *, dataset_id: Optional[str] = None,
-               model_id: Optional[str] = None, job_id: Optional[str] = None, total: int = 0) -> Job:
+               model_id: Optional[str] = None, job_id: Optional[str] = None, total: int = 0,
+               api_key_id: Optional[str] = None) -> Job:
+        now = utcnow()
         job = Job(
             id=job_id or new_id(), kind=kind.value, status=JobStatus.queued.value, params=params,
-            dataset_id=dataset_id, model_id=model_id, metrics={}, result={}, total=total,
+            dataset_id=dataset_id, model_id=model_id, metrics={}, result={}, total=total, api_key_id=api_key_id,
+            created_at=now, updated_at=now,
         )
         self.add(job)
         return job
+
+    def withdraw(self, job_id: str) -> bool:
+        """Delete a queued job that was never published (a refused submission)."""
+        with self.db.session() as s:
+            n = s.execute(delete(Job).where(Job.id == job_id, Job.status == JobStatus.queued.value)).rowcount
+            s.commit()
+        return bool(n)
+
+    def mark_published(self, job: Job) -> bool:
+        """A queued job's id was sent again: restart its republish clock (from the version seen)."""
+        now = utcnow()
+        with self.db.session() as s:
+            ok = s.execute(update(Job).where(Job.id == job.id, Job.version == job.version,
+                                             Job.status == JobStatus.queued.value)
+                           .values(updated_at=now, version=Job.version + 1)).rowcount
+            s.commit()
+        return bool(ok)
 
     def request_cancel(self, job_id: str) -> Optional[Job]:
         """Idempotent: a queued job is canceled at once, a running one gets its flag raised (the
@@ -237,10 +302,16 @@ class JobStore:
         self._finish_from(job_id, None, JobStatus.failed, error=reason, expect=JobStatus.queued)
 
     # ---- worker-side transitions ---------------------------------------------------------
-    def claim(self, job_id: str, owner: str, *, heartbeat_timeout: float, max_attempts: int) -> Claim:
+    def claim(self, job_id: str, owner: str, *, heartbeat_timeout: float, max_attempts: int,
+              running_limit: Optional[int] = None) -> Claim:
         """Take a delivered job, or say why not. Makes tasks idempotent per job id: a finished
         job, or one whose owner is alive, is not run again; one whose owner died is taken over
-        (it resumes from its checkpoint) until ``max_attempts`` is spent."""
+        (it resumes from its checkpoint) until ``max_attempts`` is spent.
+
+        ``running_limit`` (the job's API key's limit on running jobs; jobs made without a key
+        have none): a queued job of a key that already has that many running stays queued and
+        the claim says ``deferred``. The count and the claim are one statement, serialised per
+        key (a row lock on the key on PostgreSQL; SQLite writes one at a time)."""
         job = self.get(job_id)
         if job is None:
             return Claim(None, "no such job")
@@ -260,16 +331,24 @@ class JobStore:
             self._finish_from(job_id, job.version, JobStatus.failed,
                               error=f"{why}gave up after {job.attempts} attempts")
             return Claim(None, "attempts exhausted")
+        limited = running_limit is not None and job.api_key_id is not None and job.status == JobStatus.queued.value
         now = utcnow()
         with self.db.session() as s:
-            won = s.execute(
-                update(Job).where(Job.id == job_id, Job.version == job.version).values(
-                    status=JobStatus.running.value, owner=owner, heartbeat_at=now, updated_at=now,
-                    started_at=job.started_at or now, attempts=Job.attempts + 1, version=Job.version + 1,
-                )
-            ).rowcount
+            query = update(Job).where(Job.id == job_id, Job.version == job.version)
+            if limited:
+                s.execute(select(ApiKey.id).where(ApiKey.id == job.api_key_id).with_for_update())
+                others = (select(func.count()).select_from(Job)
+                          .where(Job.api_key_id == job.api_key_id, Job.status == JobStatus.running.value)
+                          .scalar_subquery())
+                query = query.where(others < running_limit)
+            won = s.execute(query.values(
+                status=JobStatus.running.value, owner=owner, heartbeat_at=now, updated_at=now,
+                started_at=job.started_at or now, attempts=Job.attempts + 1, version=Job.version + 1,
+            )).rowcount
             s.commit()
         if not won:
+            if limited and self.active_counts(job.api_key_id)["running"] >= running_limit:
+                return Claim(None, f"deferred: its API key has {running_limit} job(s) running", deferred=True)
             return Claim(None, "claimed by another worker")
         return Claim(self.get(job_id), "claimed")
 
@@ -362,6 +441,6 @@ def thin_curve(history: list[dict[str, Any]], limit: int = 500) -> list[dict[str
 
 
 __all__ = [
-    "Claim", "JobKind", "JobLost", "JobStatus", "JobStore", "TERMINAL", "BadCursor", "new_id",
+    "Claim", "JobKind", "JobLost", "JobStatus", "JobStore", "TERMINAL", "BadCursor", "is_id", "new_id",
     "owner_gone", "thin_curve", "worker_identity",
 ]

@@ -19,7 +19,7 @@ is acceptable because the job row is the truth: the worker-side reconciler reque
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Optional
 
 from celery import Celery
 
@@ -71,11 +71,61 @@ class JobQueue:
         self.celery = celery
         self.queue = queue
 
-    def publish(self, job_id: str) -> None:
+    def publish(self, job_id: str, countdown: Optional[float] = None) -> None:
         self.celery.send_task(
-            TASK_NAME, args=[job_id], queue=self.queue, retry=True,
+            TASK_NAME, args=[job_id], queue=self.queue, retry=True, countdown=countdown,
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
         )
+
+    def waiting(self, job_ids: Iterable[str]) -> Optional[set[str]]:
+        """Which of ``job_ids`` have a message waiting in the broker's queue (not yet taken by a
+        worker), or None when this broker cannot be inspected. A message that a worker took and
+        then died with is not waiting: Redis keeps it aside until the visibility timeout (days)
+        and the SQLAlchemy transport never gives it back, so for the reconciler it is lost."""
+        wanted = set(job_ids)
+        if not wanted:
+            return set()
+        transport = self.celery.conf.broker_url.split(":", 1)[0].lower()
+        try:
+            if transport.startswith(("redis", "rediss")):
+                return self._waiting_redis(wanted)
+            if transport.startswith(("sqla+", "sqlalchemy+")):
+                return self._waiting_sqla(wanted)
+        except Exception:
+            return None
+        return None
+
+    def _waiting_redis(self, wanted: set[str]) -> set[str]:
+        found: set[str] = set()
+        with self.celery.connection_for_read() as conn:
+            channel = conn.default_channel
+            client = channel.client
+            for pri in getattr(channel, "priority_steps", [0]):
+                key = channel._q_for_pri(self.queue, pri)
+                size = client.llen(key)
+                for start in range(0, size, 500):
+                    for raw in client.lrange(key, start, start + 499):
+                        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                        found.update(j for j in wanted if j in text)
+        return found
+
+    def _waiting_sqla(self, wanted: set[str]) -> set[str]:
+        from sqlalchemy import create_engine, inspect, text
+
+        engine = create_engine(self.celery.conf.broker_url.split("+", 1)[1], connect_args={"timeout": 30})
+        try:
+            if not inspect(engine).has_table("kombu_message"):
+                return set()
+            with engine.connect() as conn:
+                rows = conn.execute(text(
+                    "SELECT m.payload FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "
+                    "WHERE m.visible = 1 AND q.name = :name"), {"name": self.queue})
+                found: set[str] = set()
+                for (payload,) in rows:
+                    found.update(j for j in wanted if j in str(payload))
+                return found
+        finally:
+            engine.dispose()
 
     def ping(self, timeout: float = 3.0) -> None:
         """Raise when the broker cannot be reached (for /readyz)."""

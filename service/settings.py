@@ -9,7 +9,7 @@ Defaults make a laptop run need nothing: SQLite for jobs and a SQLite-backed bro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(60.0, gt=0, description="A running job whose heartbeat is older is orphaned.")
     reconcile_interval: float = Field(30.0, gt=0, description="Seconds between reconciler passes in each worker.")
     max_attempts: int = Field(3, ge=1, description="A job whose worker was lost this many times fails.")
+    republish_after: float = Field(
+        600.0, gt=0,
+        description="A job queued this many seconds whose id is not waiting in the broker is published again.",
+    )
+    defer_interval: float = Field(
+        10.0, gt=0, description="A job held back by its key's running-jobs limit is offered again after this many seconds.",
+    )
     visibility_timeout: int = Field(
         7 * 24 * 3600, ge=60,
         description="Redis redelivers an unacknowledged job after this many seconds: keep it above the longest job.",
@@ -42,10 +49,33 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(10.0, ge=0, description="`gcn serve`: seconds a worker may finish its job on exit.")
 
     # ---- API -----------------------------------------------------------------------------
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="API keys: required, off, or auto (required unless `gcn serve` binds a loopback address).",
+    )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Per uploaded file; larger is 413.")
-    max_image_pixels: int = Field(40_000_000, ge=64, description="Per decoded image (width x height).")
+    max_request_bytes: int = Field(
+        100 * 1024 * 1024, ge=4096, description="Per request body (all files of an upload together); larger is 413.",
+    )
+    max_image_pixels: int = Field(40_000_000, ge=64, description="Per decoded image (width x height); more is 422.")
     max_dataset_images: int = Field(64, ge=1, description="Files per dataset upload.")
+    max_job_memory_mb: int = Field(
+        8192, ge=16, description="A job whose estimated tensor memory is larger is refused (422) when submitted.",
+    )
+    max_running_jobs: int = Field(2, ge=1, description="Per API key: jobs running at once (others wait, queued).")
+    max_queued_jobs: int = Field(20, ge=1, description="Per API key: jobs waiting; beyond it, submitting is 429.")
     events_poll_interval: float = Field(0.5, gt=0, description="How often an SSE stream looks at its job.")
+    idempotency_ttl: float = Field(24 * 3600.0, gt=0, description="Seconds an Idempotency-Key is remembered.")
+
+    # ---- retention -----------------------------------------------------------------------
+    result_ttl: float = Field(
+        0, ge=0, description="Finished jobs (rows and result files) and models expire this many seconds after; 0: never.",
+    )
+    upload_ttl: float = Field(0, ge=0, description="Datasets expire this many seconds after upload; 0: never.")
+    max_data_bytes: int = Field(
+        0, ge=0, description="Quota on the data folder; new uploads past it are refused (507). 0: no quota.",
+    )
+    cleanup_interval: float = Field(600.0, gt=0, description="Seconds between cleanup passes in each worker.")
 
     @model_validator(mode="after")
     def _derive(self) -> "Settings":
@@ -61,6 +91,14 @@ class Settings(BaseSettings):
         """True for kombu's SQLAlchemy transport (the no-server default)."""
         return self.broker_url.startswith(("sqla+", "sqlalchemy+"))
 
+    def auth_required(self, host: Optional[str] = None) -> bool:
+        """Whether requests need an API key: ``auto`` is off only for a loopback bind address
+        (``gcn serve`` passes its ``--host``); with no host known (``uvicorn app.main:app``) keys
+        are required."""
+        if self.auth != "auto":
+            return self.auth == "required"
+        return not (host is not None and is_loopback(host))
+
     def to_env(self) -> dict[str, str]:
         """These settings as ``GCN_*`` variables, for child processes."""
         env = {}
@@ -68,3 +106,15 @@ class Settings(BaseSettings):
             if value is not None:
                 env[f"GCN_{name.upper()}"] = str(value)
         return env
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost``; never 0.0.0.0 or a hostname that could resolve elsewhere."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
