@@ -1,8 +1,7 @@
 """Dependencies for routes, as ``Annotated`` aliases (``Store``, ``Artifacts``, ...).
 
 ``Services`` is built once by ``create_app`` and kept on ``app.state``; a route asks for the one
-piece it needs. Authentication (API keys) and ``Idempotency-Key`` handling belong here later, as
-one more dependency on the routers; nothing in the routes has to change for them.
+piece it needs. Who is asking is ``PrincipalDep`` (app/security.py).
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.artifacts import ArtifactStore
+from service.auth import KeyStore
+from service.cleanup import DataUsage
 from service.db import Database
 from service.jobs import JobStore
 from service.queue import JobQueue
@@ -26,6 +27,8 @@ class Services:
     store: JobStore
     artifacts: ArtifactStore
     queue: JobQueue
+    keys: KeyStore
+    usage: DataUsage
 
 
 def get_services(request: Request) -> Services:

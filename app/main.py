@@ -12,9 +12,12 @@ from contextlib import asynccontextmanager
 from typing import Optional
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.artifacts import LocalArtifactStore
+from service.auth import KeyStore
+from service.cleanup import DataUsage
 from service.db import Database
 from service.jobs import JobStore
 from service.queue import JobQueue, make_celery
@@ -23,7 +26,8 @@ from service.settings import Settings
 from . import problems
 from .deps import Services
 from .metrics import Metrics, MetricsMiddleware
-from .routes import datasets, health, jobs, models, page, page
+from .routes import datasets, health, jobs, models, page
+from .security import AuthMiddleware
 
 log = logging.getLogger("gcn.api")
 
@@ -32,38 +36,67 @@ Learn a generative ConvNet (Xie, Lu, Zhu, Wu, ICML 2016) from uploaded images an
 ones by Langevin dynamics. Long work runs as jobs: POSTs that start work answer 202 with the job
 and `Location: /v1/jobs/{id}`; follow it with GET or server-sent events, then fetch PNGs.
 Errors are `application/problem+json` (RFC 9457).
+
+Every `/v1` route except `/v1/presets` needs an API key (`Authorization: Bearer <key>`, from
+`gcn keys create`) unless the server runs with keys off; each key sees only the datasets, models
+and jobs it made (others answer 404), an admin key sees all. POSTs accept `Idempotency-Key`.
 """
 
 
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is larger than the limit of {limit} bytes")
+
+
 class UploadLimit:
-    """Refuse a request body that is announced larger than any allowed upload (413), before
-    reading it; each file is also checked on its own against GCN_MAX_UPLOAD_BYTES."""
+    """Refuse a request body larger than GCN_MAX_REQUEST_BYTES (413 problem+json): at once when
+    Content-Length announces it, before anything is read; otherwise (chunked) as soon as the bytes
+    read pass the limit, so nothing larger is ever spooled to disk. Each file is also checked on
+    its own against GCN_MAX_UPLOAD_BYTES."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                response = problems.problem_response(
-                    413, "Content too large", f"the request body is {int(length)} bytes; the limit is {self.max_bytes}",
-                    "/problems/too-large")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            response = problems.problem_response(
+                413, "Content too large", f"the request body is {int(length)} bytes; the limit is {self.max_bytes}",
+                "/problems/too-large")
+            await response(scope, receive, send)
+            return
+        seen = 0
+        limit = self.max_bytes
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)  # FastAPI lets HTTP exceptions through body parsing: a 413 problem
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def build_services(settings: Settings) -> Services:
     db = Database(settings.database_url)
     return Services(settings=settings, db=db, store=JobStore(db), artifacts=LocalArtifactStore(settings.data_dir),
-                    queue=JobQueue(make_celery(settings), settings.queue))
+                    queue=JobQueue(make_celery(settings), settings.queue), keys=KeyStore(db),
+                    usage=DataUsage(settings.data_dir))
 
 
-def create_app(settings: Optional[Settings] = None) -> FastAPI:
+def create_app(settings: Optional[Settings] = None, *, host: Optional[str] = None) -> FastAPI:
+    """The app for ``settings``; ``host`` is the address it will be bound to, which decides
+    ``GCN_AUTH=auto`` (keys off only on a loopback address; unknown: keys required)."""
     settings = settings or Settings()
     services = build_services(settings)
+    auth_required = settings.auth_required(host)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -75,12 +108,13 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app = FastAPI(title="Generative ConvNet service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     app.state.metrics = Metrics(services.store)
+    app.state.auth_required = auth_required
     problems.install(app)
     for module in (datasets, models, jobs, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
-    body_limit = settings.max_upload_bytes * settings.max_dataset_images + 1024 * 1024
-    app.add_middleware(UploadLimit, max_bytes=body_limit)
+    app.add_middleware(AuthMiddleware, keys=services.keys, required=auth_required)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     _problem_schemas_in_openapi(app)
     return app

@@ -44,9 +44,9 @@ class ProblemDetails(BaseModel):
 
 
 TITLES = {
-    400: "Bad request", 404: "Not found", 405: "Method not allowed", 409: "Result not ready",
-    413: "Content too large", 415: "Unsupported media type", 422: "Invalid request", 500: "Internal error",
-    503: "Service unavailable",
+    400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
+    410: "Gone", 413: "Content too large", 415: "Unsupported media type", 422: "Invalid request",
+    429: "Too many requests", 500: "Internal error", 503: "Service unavailable", 507: "Insufficient storage",
 }
 
 
@@ -72,7 +72,7 @@ class NotReady(Problem):
 
     def __init__(self, job_id: str, job_status: str, detail: Optional[str] = None):
         super().__init__(409, detail or f"job {job_id} is {job_status}; its result is not available",
-                         type="/problems/not-ready", job_id=job_id, job_status=job_status)
+                         title="Result not ready", type="/problems/not-ready", job_id=job_id, job_status=job_status)
 
 
 def invalid(field: str, message: str, status: int = 422, type: str = "/problems/validation") -> Problem:

@@ -8,7 +8,7 @@ than build them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,10 @@ MAX_SAMPLES = 64
 MAX_SIZE = 1024
 MAX_STEPS = 10_000
 MAX_ITERATIONS = 100_000
+MAX_CHAINS = 256
+MAX_LAYERS = 6
+MAX_CHANNELS = 512
+ID = r"^[0-9a-f]{32}$"
 
 
 # ---- datasets ------------------------------------------------------------------------------
@@ -46,18 +50,50 @@ class DatasetOut(BaseModel):
 
 
 # ---- models --------------------------------------------------------------------------------
-class PresetOverrides(BaseModel):
-    """Changes to the preset's fields. The common ones are bounded here; any other preset field
-    (see ``gcn presets --json``) is accepted and checked by the preset itself."""
+class ConvLayer(BaseModel):
+    """One conv layer of the energy net (followed by ReLU)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
+
+    out_channels: int = Field(ge=1, le=MAX_CHANNELS)
+    kernel: int = Field(ge=1, le=31)
+    stride: int = Field(1, ge=1, le=8)
+    padding: int = Field(0, ge=0, le=15)
+
+
+class PresetOverrides(BaseModel):
+    """Changes to the preset's fields (``GET /v1/presets`` shows every preset in full). Only these
+    fields can be changed, each within bounds that keep a job's memory and time finite; the
+    whole job's tensor memory is also estimated and bounded (``GCN_MAX_JOB_MEMORY_MB``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     iterations: Optional[int] = Field(None, ge=1, le=MAX_ITERATIONS, description="Per stage when layer by layer.")
-    image_size: Optional[int] = Field(None, ge=8, le=MAX_SIZE)
-    langevin_steps: Optional[int] = Field(None, ge=0, le=1000)
-    sample_steps: Optional[int] = Field(None, ge=0, le=MAX_STEPS)
-    n_chains: Optional[int] = Field(None, ge=1, le=256)
+    image_size: Optional[int] = Field(None, ge=8, le=MAX_SIZE, description="Side of the learned images, in pixels.")
+    langevin_steps: Optional[int] = Field(None, ge=0, le=1000, description="Langevin steps per learning iteration.")
+    sample_steps: Optional[int] = Field(None, ge=0, le=MAX_STEPS, description="Default Langevin steps when sampling.")
+    n_chains: Optional[int] = Field(None, ge=1, le=MAX_CHAINS, description="Synthesized images per iteration.")
     seed: Optional[int] = Field(None, ge=0, le=2**31 - 1)
+    step_size: Optional[float] = Field(None, gt=0, le=100, description="Langevin step size (the paper's delta).")
+    sigma: Optional[float] = Field(None, gt=0, le=10_000, description="Standard deviation of the reference distribution.")
+    lr: Optional[float] = Field(None, gt=0, le=10, description="Learning rate (Gamma).")
+    lr_stage_factor: Optional[float] = Field(None, gt=0, le=10)
+    bias_lr_mult: Optional[float] = Field(None, gt=0, le=100)
+    weight_decay: Optional[float] = Field(None, ge=0, le=1)
+    momentum: Optional[float] = Field(None, ge=0, lt=1)
+    clip: Optional[float] = Field(None, gt=0, le=1e6)
+    clip_mode: Optional[Literal["abs", "max"]] = None
+    init_std: Optional[float] = Field(None, gt=0, le=10)
+    adam_betas: Optional[tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]]] = None
+    area_norm: Optional[bool] = None
+    preview_every: Optional[int] = Field(None, ge=1, le=MAX_ITERATIONS)
+    kind: Optional[Literal["texture", "codebook", "object"]] = None
+    schedule: Optional[Literal["layer_by_layer", "end_to_end"]] = None
+    learner: Optional[Literal["ml", "cd", "short_run"]] = None
+    optimizer: Optional[Literal["release", "adam"]] = None
+    resize: Optional[Literal["crop", "stretch"]] = None
+    mean: Optional[Literal["imagenet", "data", "zero"]] = None
+    layers: Optional[list[ConvLayer]] = Field(None, min_length=1, max_length=MAX_LAYERS)
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -66,8 +102,8 @@ class PresetOverrides(BaseModel):
 class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: str = Field(description="The dataset to learn from.")
-    preset: str = Field("texture-fast", description="A preset name (GET /v1/presets).")
+    dataset_id: str = Field(max_length=64, description="The dataset to learn from.")
+    preset: str = Field("texture-fast", max_length=64, description="A preset name (GET /v1/presets).")
     overrides: PresetOverrides = Field(default_factory=PresetOverrides)
 
 

@@ -17,15 +17,17 @@ from service.jobs import TERMINAL, BadCursor, JobKind, JobStatus
 from ..deps import Artifacts, SettingsDep, Store
 from ..problems import NotFound, NotReady, Problem, responses
 from ..schemas import JobOut, JobPage
+from ..security import PrincipalDep
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 PNG = {200: {"content": {"image/png": {}}, "description": "A PNG image."}}
 
 
-def existing_job(job_id: str, store: Store) -> Job:
+def existing_job(job_id: str, store: Store, principal: PrincipalDep) -> Job:
+    """The job, or 404 when there is none or it belongs to another API key."""
     job = store.get(job_id)
-    if job is None:
+    if job is None or not principal.owns(job.api_key_id):
         raise NotFound("job", job_id)
     return job
 
@@ -33,29 +35,32 @@ def existing_job(job_id: str, store: Store) -> Job:
 JobDep = Annotated[Job, Depends(existing_job)]
 
 
-@router.get("", response_model=JobPage, responses=responses(422))
+@router.get("", response_model=JobPage, responses=responses(401, 422))
 def list_jobs(
     store: Store,
+    principal: PrincipalDep,
     status: Annotated[Optional[JobStatus], Query(description="Only jobs in this status.")] = None,
     kind: Annotated[Optional[JobKind], Query(description="Only jobs of this kind.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[Optional[str], Query(description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[Optional[str], Query(max_length=200, description="next_cursor of the previous page.")] = None,
 ) -> JobPage:
+    """This API key's jobs (an admin key: everyone's), newest first."""
     try:
         rows, next_cursor = store.list(status=status.value if status else None, kind=kind.value if kind else None,
-                                       limit=limit, cursor=cursor)
+                                       limit=limit, cursor=cursor,
+                                       api_key_id=None if principal.sees_all else principal.key_id)
     except BadCursor as e:
         raise Problem(422, f"cursor: {e}", type="/problems/validation",
                       errors=[{"field": "cursor", "location": "query", "message": str(e), "type": "value_error"}]) from None
     return JobPage(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=responses(404))
+@router.get("/{job_id}", response_model=JobOut, responses=responses(401, 404))
 def get_job(job: JobDep) -> JobOut:
     return JobOut.of(job)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=responses(404))
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=responses(401, 404))
 async def job_events(job: JobDep, store: Store, settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
     """The job as server-sent events: an ``event: job`` with the same body as GET /v1/jobs/{id}
     whenever it changes (progress is written at most once a second), then ``event: end`` when
@@ -74,7 +79,7 @@ async def job_events(job: JobDep, store: Store, settings: SettingsDep) -> AsyncI
         current = await anyio.to_thread.run_sync(store.get, current.id)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, responses={202: {"model": JobOut}, **responses(404)})
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={202: {"model": JobOut}, **responses(401, 404)})
 def cancel_job(job: JobDep, store: Store, response: Response) -> JobOut:
     """Idempotent. A queued job is canceled at once (200); a running one is asked to stop (202)
     and ends ``canceled`` within seconds; a finished job is returned unchanged (200)."""
@@ -92,21 +97,21 @@ def _result_file(job: Job, key: str, artifacts) -> FileResponse:
     return FileResponse(artifacts.path(key), media_type="image/png")
 
 
-@router.get("/{job_id}/images/{k}.png", response_class=FileResponse, responses={**PNG, **responses(404, 409)})
-def get_job_image(job: JobDep, k: Annotated[int, Path(ge=0)], artifacts: Artifacts):
+@router.get("/{job_id}/images/{k}.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409)})
+def get_job_image(job: JobDep, k: Annotated[int, Path(ge=0, le=10_000)], artifacts: Artifacts):
     if job.kind == JobKind.learn.value:
         raise Problem(404, "learning jobs have no images; see preview.png or the model", type="/problems/not-found")
     return _result_file(job, keys.job_image(job.id, k), artifacts)
 
 
-@router.get("/{job_id}/grid.png", response_class=FileResponse, responses={**PNG, **responses(404, 409)})
+@router.get("/{job_id}/grid.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409)})
 def get_job_grid(job: JobDep, artifacts: Artifacts):
     if job.kind == JobKind.learn.value:
         raise Problem(404, "learning jobs have no grid; see preview.png or the model", type="/problems/not-found")
     return _result_file(job, keys.job_grid(job.id), artifacts)
 
 
-@router.get("/{job_id}/preview.png", response_class=FileResponse, responses={**PNG, **responses(404, 409)})
+@router.get("/{job_id}/preview.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409)})
 def get_job_preview(job: JobDep, artifacts: Artifacts):
     """The latest synthesis of a learning job (updated while it learns)."""
     if job.kind != JobKind.learn.value:

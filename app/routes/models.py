@@ -9,16 +9,20 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from service.artifacts import keys, png_bytes
+from service.auth import Principal
 from service.db import TrainedModel
-from service.ingest import UploadError
+from service.ingest import UploadError, decode_image
 from service.jobs import BadCursor, JobKind, new_id
+from service.limits import TooBig, check as check_memory
 from service.presets import PresetProblem, resolve
-from service.submit import BrokerUnavailable, submit
+from service.submit import BrokerUnavailable, TooManyJobs, submit
 
-from ..deps import Artifacts, Queue, SettingsDep, Store
+from ..deps import ServicesDep
+from ..idempotency import Idempotent, IdempotencyKey, file_digest
 from ..problems import NotFound, NotReady, Problem, invalid, responses
 from ..schemas import JobOut, ModelCreate, ModelOut, ModelPage, SampleCreate
-from .datasets import read_upload, upload_problem
+from ..security import PrincipalDep
+from .datasets import check_quota, read_bytes, upload_problem, visible_dataset
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -26,9 +30,12 @@ ACCEPTED = {"description": "Accepted: the job is queued; follow Location.", "hea
     "Location": {"description": "The job's URL.", "schema": {"type": "string"}}}}
 
 
-def accepted(job, response: Response) -> JobOut:
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.of(job)
+def job_responses(*statuses: int) -> dict:
+    """202 with Location, the error statuses, and 429 with Retry-After."""
+    out = {202: ACCEPTED, **responses(*statuses, 429)}
+    out[429] = {**out[429], "description": "This API key has as many jobs queued as allowed (GCN_MAX_QUEUED_JOBS).",
+                "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}}
+    return out
 
 
 def unavailable(e: BrokerUnavailable) -> Problem:
@@ -36,110 +43,172 @@ def unavailable(e: BrokerUnavailable) -> Problem:
                    type="/problems/queue-unavailable", job_id=e.job_id)
 
 
-def ready_model(store, model_id: str) -> TrainedModel:
-    """The model, or 404 (never existed) / 409 (its learning job has not succeeded)."""
+def too_many(e: TooManyJobs) -> Problem:
+    return Problem(429, str(e), type="/problems/too-many-jobs", headers={"Retry-After": str(e.retry_after)})
+
+
+def ready_model(services, principal: Principal, model_id: str) -> TrainedModel:
+    """The model, or 404 (never existed, or another key's) / 409 (its learning job has not succeeded)."""
+    store = services.store
     m = store.model(model_id)
     if m is not None:
+        if not principal.owns(m.api_key_id):
+            raise NotFound("model", model_id)
         return m
     job = store.learn_job_for_model(model_id)
-    if job is not None:
+    if job is not None and principal.owns(job.api_key_id):
         raise NotReady(job.id, job.status, f"model {model_id} is not ready: its learning job {job.id} is {job.status}")
     raise NotFound("model", model_id)
 
 
-@router.post("", status_code=202, response_model=JobOut, responses={202: ACCEPTED, **responses(422, 503)},
-             summary="Learn a model from a dataset (starts a job)")
-def create_model(body: ModelCreate, response: Response, store: Store, queue: Queue) -> JobOut:
-    if store.dataset(body.dataset_id) is None:
-        raise invalid("dataset_id", f"no dataset with id {body.dataset_id!r}")
-    overrides = body.overrides.as_dict()
+def start(services, principal: Principal, kind: JobKind, params: dict, **kw):
+    """Submit a job for this principal within its limits: 429 / 503 problems otherwise."""
+    settings = services.settings
+    limit = None
+    if principal.key_id is not None:
+        limit = principal.max_queued_jobs if principal.max_queued_jobs is not None else settings.max_queued_jobs
     try:
-        preset = resolve(body.preset, overrides)
-    except PresetProblem as e:
-        raise invalid(e.field, str(e)) from None
-    model_id = new_id()
-    params = {"preset": body.preset, "overrides": overrides, "iterations": preset.total_iterations}
-    try:
-        job = submit(store, queue, JobKind.learn, params, dataset_id=body.dataset_id, model_id=model_id,
-                     total=preset.total_iterations)
+        return submit(services.store, services.queue, kind, params, api_key_id=principal.key_id,
+                      max_queued=limit, **kw)
+    except TooManyJobs as e:
+        raise too_many(e) from None
     except BrokerUnavailable as e:
         raise unavailable(e) from None
-    return accepted(job, response)
 
 
-@router.get("", response_model=ModelPage, responses=responses(422))
-def list_models(store: Store, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                cursor: Annotated[Optional[str], Query()] = None) -> ModelPage:
+@router.post("", status_code=202, response_model=JobOut,
+             responses=job_responses(401, 409, 422, 503),
+             summary="Learn a model from a dataset (starts a job)")
+def create_model(body: ModelCreate, services: ServicesDep, principal: PrincipalDep,
+                 idempotency_key: IdempotencyKey = None):
+    with Idempotent(services.db, principal, idempotency_key, "POST /v1/models", body.model_dump(mode="json"),
+                    services.settings.idempotency_ttl) as idem:
+        if idem.replay is not None:
+            return idem.replay
+        dataset = services.store.dataset(body.dataset_id)
+        if dataset is None or not principal.owns(dataset.api_key_id):
+            raise invalid("dataset_id", f"no dataset with id {body.dataset_id!r}")
+        overrides = body.overrides.as_dict()
+        try:
+            preset = resolve(body.preset, overrides)
+        except PresetProblem as e:
+            raise invalid(e.field, str(e)) from None
+        try:
+            check_memory(preset.layers, preset.image_size, preset.n_chains + dataset.image_count,
+                         services.settings.max_job_memory_mb, size_field="overrides.image_size",
+                         batch_field="overrides.n_chains", layers_field="overrides.layers")
+        except TooBig as e:
+            raise invalid(e.field, str(e)) from None
+        model_id = new_id()
+        params = {"preset": body.preset, "overrides": overrides, "iterations": preset.total_iterations}
+        job = start(services, principal, JobKind.learn, params, dataset_id=dataset.id, model_id=model_id,
+                    total=preset.total_iterations)
+        return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
+
+
+@router.get("", response_model=ModelPage, responses=responses(401, 422))
+def list_models(services: ServicesDep, principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                cursor: Annotated[Optional[str], Query(max_length=200)] = None) -> ModelPage:
     try:
-        rows, next_cursor = store.models(limit=limit, cursor=cursor)
+        rows, next_cursor = services.store.models(limit=limit, cursor=cursor,
+                                                  api_key_id=None if principal.sees_all else principal.key_id)
     except BadCursor as e:
         raise Problem(422, f"cursor: {e}", type="/problems/validation",
                       errors=[{"field": "cursor", "location": "query", "message": str(e), "type": "value_error"}]) from None
     return ModelPage(items=[ModelOut.of(m) for m in rows], next_cursor=next_cursor)
 
 
-@router.get("/{model_id}", response_model=ModelOut, responses=responses(404, 409))
-def get_model(model_id: str, store: Store) -> ModelOut:
-    return ModelOut.of(ready_model(store, model_id))
+@router.get("/{model_id}", response_model=ModelOut, responses=responses(401, 404, 409))
+def get_model(model_id: str, services: ServicesDep, principal: PrincipalDep) -> ModelOut:
+    return ModelOut.of(ready_model(services, principal, model_id))
 
 
-@router.delete("/{model_id}", status_code=204, responses=responses(404, 409))
-def delete_model(model_id: str, store: Store, artifacts: Artifacts) -> Response:
-    m = ready_model(store, model_id)
-    store.delete_model(m.id)
-    artifacts.delete_tree(keys.model(m.id))
+@router.delete("/{model_id}", status_code=204, responses=responses(401, 404, 409))
+def delete_model(model_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
+    m = ready_model(services, principal, model_id)
+    services.store.delete_model(m.id)
+    services.artifacts.delete_tree(keys.model(m.id))
     return Response(status_code=204)
 
 
 @router.get("/{model_id}/weights", response_class=FileResponse, responses={
     200: {"content": {"application/octet-stream": {}}, "description": "The safetensors checkpoint."},
-    **responses(404, 409)})
-def get_weights(model_id: str, store: Store, artifacts: Artifacts):
-    m = ready_model(store, model_id)
-    return FileResponse(artifacts.path(keys.model_weights(m.id)), media_type="application/octet-stream",
-                        filename=f"{m.id}.safetensors")
+    **responses(401, 404, 409)})
+def get_weights(model_id: str, services: ServicesDep, principal: PrincipalDep):
+    m = ready_model(services, principal, model_id)
+    path = services.artifacts.path(keys.model_weights(m.id))
+    if not path.is_file():
+        raise NotFound("model", model_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{m.id}.safetensors")
 
 
 @router.post("/{model_id}/samples", status_code=202, response_model=JobOut,
-             responses={202: ACCEPTED, **responses(404, 409, 422, 503)}, summary="Synthesize new images (starts a job)")
-def create_samples(model_id: str, body: SampleCreate, response: Response, store: Store, queue: Queue) -> JobOut:
-    m = ready_model(store, model_id)
-    size = body.size or m.image_size
-    if m.kind == "object" and size != m.image_size:
-        raise invalid("size", f"this object model synthesizes {m.image_size} x {m.image_size} images only")
-    if body.init == "persistent":
-        if m.learner != "ml" or m.chain_size is None:
-            raise invalid("init", "persistent chains exist only for models learned by maximum likelihood (learner ml)")
-        if size != m.chain_size:
-            raise invalid("size", f"init=persistent continues chains of size {m.chain_size}; ask for that size")
-    params = body.model_dump()
-    try:
-        steps = body.steps if body.steps is not None else int(m.config.get("sample_steps", 0))
-        job = submit(store, queue, JobKind.sample, params, model_id=m.id, total=steps)
-    except BrokerUnavailable as e:
-        raise unavailable(e) from None
-    return accepted(job, response)
+             responses=job_responses(401, 404, 409, 422, 503),
+             summary="Synthesize new images (starts a job)")
+def create_samples(model_id: str, body: SampleCreate, services: ServicesDep, principal: PrincipalDep,
+                   idempotency_key: IdempotencyKey = None):
+    with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/samples",
+                    body.model_dump(mode="json"), services.settings.idempotency_ttl) as idem:
+        if idem.replay is not None:
+            return idem.replay
+        m = ready_model(services, principal, model_id)
+        size = body.size or m.image_size
+        if m.kind == "object" and size != m.image_size:
+            raise invalid("size", f"this object model synthesizes {m.image_size} x {m.image_size} images only")
+        if body.init == "persistent":
+            if m.learner != "ml" or m.chain_size is None:
+                raise invalid("init", "persistent chains exist only for models learned by maximum likelihood (learner ml)")
+            if size != m.chain_size:
+                raise invalid("size", f"init=persistent continues chains of size {m.chain_size}; ask for that size")
+        layers = (m.config or {}).get("layers")
+        if layers:
+            try:
+                check_memory(layers, size, body.n, services.settings.max_job_memory_mb, size_field="size",
+                             batch_field="n")
+            except TooBig as e:
+                raise invalid(e.field, str(e)) from None
+        params = body.model_dump()
+        steps = body.steps if body.steps is not None else int((m.config or {}).get("sample_steps", 0))
+        job = start(services, principal, JobKind.sample, params, model_id=m.id, total=steps)
+        return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
 
 
 @router.post("/{model_id}/reconstructions", status_code=202, response_model=JobOut,
-             responses={202: ACCEPTED, **responses(404, 409, 413, 415, 422, 503)},
+             responses=job_responses(401, 404, 409, 413, 415, 422, 503, 507),
              summary="Encode and decode an image with the model (starts a job)")
 def create_reconstruction(
     model_id: str,
-    image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image.")],
-    response: Response, settings: SettingsDep, store: Store, queue: Queue, artifacts: Artifacts,
-) -> JobOut:
-    m = ready_model(store, model_id)
+    image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image (decided by content).")],
+    services: ServicesDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None,
+):
+    settings = services.settings
     try:
-        decoded = read_upload(image, field="image", label="image", max_bytes=settings.max_upload_bytes,
-                              max_pixels=settings.max_image_pixels)
+        data = read_bytes(image, field="image", label="image", max_bytes=settings.max_upload_bytes)
     except UploadError as e:
         raise upload_problem(e) from None
-    job_id = new_id()
-    artifacts.put(keys.job_input(job_id), png_bytes(decoded))
-    try:
-        job = submit(store, queue, JobKind.reconstruct, {"width": decoded.width, "height": decoded.height},
-                     model_id=m.id, job_id=job_id, total=1)
-    except BrokerUnavailable as e:
-        raise unavailable(e) from None
-    return accepted(job, response)
+    with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/reconstructions",
+                    {"image": file_digest(data)}, settings.idempotency_ttl) as idem:
+        if idem.replay is not None:
+            return idem.replay
+        m = ready_model(services, principal, model_id)
+        check_quota(services, 0)
+        try:
+            decoded = decode_image(data, field="image", label="image", max_bytes=settings.max_upload_bytes,
+                                   max_pixels=settings.max_image_pixels)
+        except UploadError as e:
+            raise upload_problem(e) from None
+        encoded = png_bytes(decoded)
+        check_quota(services, len(encoded))
+        job_id = new_id()
+        services.artifacts.put(keys.job_input(job_id), encoded)
+        services.usage.add(len(encoded))
+        try:
+            job = start(services, principal, JobKind.reconstruct, {"width": decoded.width, "height": decoded.height},
+                        model_id=m.id, job_id=job_id, total=1)
+        except Problem:
+            services.artifacts.delete_tree(keys.job(job_id))
+            raise
+        return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
+
+
+__all__ = ["router", "visible_dataset"]
