@@ -9,10 +9,12 @@ only consumes messages and reconciles, the child runs jobs. torch is imported in
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import bootsteps
 from celery.signals import worker_process_init
 
+from service.cleanup import cleanup
 from service.queue import cleanup_embedded_broker
 from service.reconcile import reconcile
 
@@ -26,14 +28,16 @@ app = celery
 
 
 class Reconciler(bootsteps.StartStopStep):
-    """Reconcile orphaned jobs when the worker starts, then every ``GCN_RECONCILE_INTERVAL`` s on
-    the worker's own timer, in the parent process (which never runs jobs itself)."""
+    """Reconcile orphaned and lost jobs when the worker starts, then every
+    ``GCN_RECONCILE_INTERVAL`` s on the worker's own timer, in the parent process (which never
+    runs jobs itself); remove expired results and uploads every ``GCN_CLEANUP_INTERVAL`` s."""
 
     requires = {"celery.worker.components:Timer"}
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
         self.tref = None
+        self.last_cleanup = 0.0
 
     def start(self, worker) -> None:
         try:
@@ -55,6 +59,12 @@ class Reconciler(bootsteps.StartStopStep):
             cleanup_embedded_broker(rt.settings)
         except Exception:
             log.exception("reconciler pass failed")
+        if time.monotonic() - self.last_cleanup >= rt.settings.cleanup_interval or not self.last_cleanup:
+            self.last_cleanup = time.monotonic()
+            try:
+                cleanup(rt.settings, rt.db, rt.artifacts)
+            except Exception:
+                log.exception("cleanup pass failed")
 
 
 celery.steps["worker"].add(Reconciler)

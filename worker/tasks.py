@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Optional
 
 from celery.exceptions import Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models import Cancelled, CheckpointError, ImageError, NumericalError, PresetError
 from service.artifacts import keys
+from service.auth import KeyStore
 from service.jobs import JobKind, JobLost, worker_identity
 from service.queue import TASK_NAME
 
@@ -38,11 +40,33 @@ HANDLERS = {
 }
 
 
+def running_limit(runtime: Runtime, job_id: str) -> Optional[int]:
+    """The running-jobs limit of the API key that made the job (None: made without a key)."""
+    job = runtime.store.get(job_id)
+    if job is None or job.api_key_id is None:
+        return None
+    key = KeyStore(runtime.db).get(job.api_key_id)
+    if key is not None and key.max_running_jobs is not None:
+        return key.max_running_jobs
+    return runtime.settings.max_running_jobs
+
+
 def execute(runtime: Runtime, job_id: str) -> str:
     """Run one job to its end; returns what happened (for logs and tests)."""
     s = runtime.settings
     claim = runtime.store.claim(job_id, worker_identity(), heartbeat_timeout=s.heartbeat_timeout,
-                                max_attempts=s.max_attempts)
+                                max_attempts=s.max_attempts, running_limit=running_limit(runtime, job_id))
+    if claim.deferred:
+        # Its key has as many jobs running as allowed: offer it again later (the job stays
+        # queued; were this message lost, the reconciler republishes it).
+        job = runtime.store.get(job_id)
+        try:
+            if job is not None and runtime.store.mark_published(job):
+                runtime.queue.publish(job_id, countdown=s.defer_interval)
+        except Exception:
+            log.exception("job %s: could not offer it again; the reconciler will", job_id)
+        log.info("job %s deferred: %s", job_id, claim.reason)
+        return "deferred"
     if claim.job is None:
         log.info("job %s not run: %s", job_id, claim.reason)
         return f"skipped: {claim.reason}"
