@@ -16,7 +16,8 @@ from service.settings import Settings
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path, max_upload_bytes=64 * 1024, max_dataset_images=4)
+    return Settings(data_dir=tmp_path, max_upload_bytes=64 * 1024, max_dataset_images=4, auth="off",
+                    max_request_bytes=1024 * 1024)
 
 
 @pytest.fixture
@@ -60,3 +61,29 @@ def make_model(services, dataset):
         return m
 
     return make
+
+
+# ---- API keys ------------------------------------------------------------------------------
+@pytest.fixture
+def keyed_settings(tmp_path) -> Settings:
+    """Keys required (as on any non-loopback address), small limits so that tests reach them."""
+    return Settings(data_dir=tmp_path, max_upload_bytes=64 * 1024, max_dataset_images=4, auth="required",
+                    max_request_bytes=1024 * 1024, max_queued_jobs=3)
+
+
+@pytest.fixture
+def keyed_client(keyed_settings):
+    with TestClient(create_app(keyed_settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def keys(keyed_client) -> dict[str, str]:
+    """Tokens of two ordinary keys (a, b) and an admin key, and a revoked one."""
+    from service.auth import KeyStore
+
+    store = KeyStore(keyed_client.app.state.services.db)
+    out = {name: store.create(name=name, admin=name == "admin") for name in ("a", "b", "admin", "revoked")}
+    store.revoke(out["revoked"].row.id)
+    ids = {f"{name}_id": k.row.id for name, k in out.items()}
+    return {**{name: k.token for name, k in out.items()}, **ids}

@@ -46,7 +46,7 @@ def test_upload_normalises_images_and_serves_them_back(client, brick64):
 @pytest.mark.parametrize("data,kind,status,field", [
     ({}, "texture", 422, "images"),
     ({"images": [("x.gif", "gif")]}, "texture", 415, "images"),
-    ({"images": [("x.png", b"\x89PNG\r\n\x1a\n garbage")]}, "texture", 415, "images"),
+    ({"images": [("x.png", b"\x89PNG\r\n\x1a\n garbage")]}, "texture", 422, "images"),  # a damaged PNG
     ({"images": [("x.png", "truncated")]}, "texture", 422, "images"),
     ({"images": [("x.png", "brick")]}, "landscape", 422, "kind"),
     ({"images": [("x.png", "brick")] * 5}, "texture", 422, "images"),
@@ -73,7 +73,7 @@ def test_too_large_files_are_413(client):
     r = client.post("/v1/datasets", files=[("images", ("n.png", encode(noisy, "PNG"), "image/png"))],
                     data={"kind": "texture"})
     assert "65536 bytes" in problem(r, 413, "images")["detail"]
-    huge = b"x" * (64 * 1024 * 4 + 2 * 1024 * 1024)  # above the whole-request limit: refused unread
+    huge = b"x" * (2 * 1024 * 1024)  # above the whole-request limit (1 MiB here): refused unread
     r = client.post("/v1/datasets", content=huge, headers={"content-type": "multipart/form-data; boundary=b"})
     problem(r, 413)
 
