@@ -62,3 +62,38 @@ def test_dependencies_point_one_way():
                         "assert not [m for m in sys.modules if m == 'worker' or m.startswith('worker.')]"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_keys_are_created_once_listed_without_tokens_and_revoked(tmp_path):
+    import hashlib
+    import json
+
+    from service.auth import KeyStore
+    from service.db import Database
+
+    r = gcn("keys", "create", "--admin", "--name", "ops", "--max-queued", "5", "--data-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert token.startswith("gcn_") and len(token) >= 40 and "shown only now" in r.stderr
+    db = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    principal = KeyStore(db).authenticate(token)
+    assert principal is not None and principal.admin and principal.max_queued_jobs == 5
+    with db.engine.connect() as conn:  # only its hash is stored
+        stored = [str(v) for row in conn.exec_driver_sql("SELECT * FROM gcn_api_keys") for v in row]
+    assert hashlib.sha256(token.encode()).hexdigest() in stored and not any(token in v for v in stored)
+
+    listed = gcn("keys", "list", "--json", "--data-dir", str(tmp_path))
+    row = json.loads(listed.stdout)
+    assert row["name"] == "ops" and row["admin"] and row["revoked_at"] is None and token not in listed.stdout
+
+    revoked = gcn("keys", "revoke", row["id"][:8], "--data-dir", str(tmp_path))
+    assert revoked.returncode == 0 and "gcn: revoked key" in revoked.stderr, revoked.stderr
+    assert KeyStore(db).authenticate(token) is None
+    missing = gcn("keys", "revoke", "ffffffff", "--data-dir", str(tmp_path))
+    assert missing.returncode == 1 and missing.stderr.startswith("gcn: error:")
+    db.dispose()
+
+
+def test_cleanup_command(tmp_path):
+    r = gcn("cleanup", "--dry-run", "--data-dir", str(tmp_path))
+    assert r.returncode == 0 and r.stdout.startswith("gcn: would remove 0 job(s)"), r.stderr

@@ -102,3 +102,32 @@ def test_the_parent_never_initialises_cuda():
     import worker.celery_app  # noqa: F401  (what `celery -A worker.celery_app` imports)
 
     assert not torch.cuda.is_initialized()
+
+
+def test_a_keys_running_limit_defers_its_next_job(runtime, dataset, learn_job):
+    """A key with as many jobs running as allowed: its next job stays queued and is offered again
+    later (a delayed message); once a slot frees, it is claimed."""
+    from service.auth import KeyStore
+    from service.jobs import JobStatus
+
+    sent = []
+
+    class Recording:
+        def publish(self, job_id, countdown=None):
+            sent.append((job_id, countdown))
+
+    runtime.queue = Recording()
+    key = KeyStore(runtime.db).create(name="one-at-a-time", max_running_jobs=1).row
+    first, second = learn_job(), learn_job()
+    for j in (first, second):
+        with runtime.db.session() as s:
+            s.get(type(j), j.id).api_key_id = key.id
+            s.commit()
+    assert runtime.store.claim(first.id, "elsewhere:1", heartbeat_timeout=60, max_attempts=3,
+                               running_limit=1).job is not None  # running on a live worker elsewhere
+    assert execute(runtime, second.id) == "deferred"
+    assert runtime.store.get(second.id).status == "queued" and runtime.store.get(second.id).attempts == 0
+    assert sent == [(second.id, runtime.settings.defer_interval)]
+    runtime.store.finish(first.id, "elsewhere:1", JobStatus.succeeded, result={})
+    claim = runtime.store.claim(second.id, "me:1", heartbeat_timeout=60, max_attempts=3, running_limit=1)
+    assert claim.job is not None and claim.job.status == "running"
