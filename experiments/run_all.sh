@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU scale of every figure, and the project's fast recipes, one after the other on one torch
-# thread (GCN_TORCH_THREADS, default 1). About 22 minutes (1293 s) on one core of a 2.6 GHz AMD EPYC.
+# thread (GCN_TORCH_THREADS, default 1). 22-31 minutes (1293-1875 s) on one core of a 2.6 GHz AMD EPYC, by load.
 # Outputs: experiments/out/<fig>/<data>-<scale>/ (PNGs, metrics.json); a log in experiments/out/run_all.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
