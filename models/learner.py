@@ -130,7 +130,7 @@ class Learner:
 
         size = tuple(self.observed.shape[-2:])
         if p.learner == "cd":
-            start = init_chains("data", len(self.observed), size, data=self.observed)
+            start = init_chains("data", len(self.observed), size, data=self.observed, device=self.device)
         elif p.learner == "short_run":
             start = init_chains("noise", p.n_chains, size, sigma=p.sigma, generator=self.generator, device=self.device)
         else:
