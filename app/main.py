@@ -135,6 +135,9 @@ def _problem_schemas_in_openapi(app: FastAPI) -> None:
         problem = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
         for path in schema.get("paths", {}).values():
             for op in path.values():
+                if "requestBody" in op:  # any body: unparseable (400) or over GCN_MAX_REQUEST_BYTES (413)
+                    for status in ("400", "413"):
+                        op["responses"].setdefault(status, {"description": problems.TITLES[int(status)]})
                 for status, resp in op.get("responses", {}).items():
                     if status.startswith(("4", "5")):  # FastAPI's default 422 included: ours is problem+json
                         resp["content"] = dict(problem)

@@ -62,7 +62,7 @@ def visible_dataset(services, principal: Principal, dataset_id: str) -> Dataset:
 @router.post("", status_code=201, response_model=DatasetOut,
              responses=responses(401, 409, 413, 415, 422, 507), summary="Upload training images")
 def create_dataset(
-    images: Annotated[list[UploadFile], File(description="One or more PNG, JPEG or WebP files (decided by content).")],
+    images: Annotated[list[UploadFile], File(min_length=1, description="One or more PNG, JPEG or WebP files (decided by content).")],
     kind: Annotated[Literal["texture", "object"], Form(description="texture: one texture; object: a few aligned pictures.")],
     services: ServicesDep,
     principal: PrincipalDep,
