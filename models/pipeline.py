@@ -79,11 +79,13 @@ def train(
     *,
     device: Optional[torch.device] = None,
     checkpoint_every: int = 50,
-    resume: bool = True,
+    resume: bool = False,
     on_progress: Optional[Callable[[Learner, Progress], None]] = None,
 ) -> GenerativeModel:
     """Learn a model and keep ``out`` (a safetensors checkpoint) up to date every
-    ``checkpoint_every`` iterations and at the end. A NaN/inf raises ``NumericalError`` before
+    ``checkpoint_every`` iterations and at the end. With ``resume``, an existing ``out`` written
+    during learning is continued (its preset kept, ``iterations`` from ``preset``); without, it
+    is replaced. A NaN/inf raises ``NumericalError`` before
     anything is written, so ``out`` keeps the last good state; ``Cancelled`` from ``on_progress``
     stops learning, and ``out`` holds the last periodic checkpoint (resume continues from it)."""
     learner = make_learner(sources, preset, device=device, resume_from=out if resume else None)

@@ -54,7 +54,7 @@ def test_nan_stops_learning_with_a_clear_error_and_keeps_the_last_good_checkpoin
             learner.model.net.convs[0].weight.fill_(float("nan"))
 
     with pytest.raises(NumericalError, match="NaN/inf at iteration 4"):
-        train([brick64], preset, out, checkpoint_every=1, on_progress=poison)
+        train([brick64], preset, out, checkpoint_every=1, resume=True, on_progress=poison)
     model, state = checkpoint.load(out)
     assert state[0]["iteration"] == 3 and torch.isfinite(model.net.convs[0].weight).all()
 
