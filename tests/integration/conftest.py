@@ -43,3 +43,20 @@ def postgres_url() -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def own_postgres_url(postgres_url) -> Iterator[str]:
+    """A PostgreSQL schema for this module alone: its workers' reconcilers see only its jobs."""
+    from sqlalchemy import create_engine, text
+
+    from gcn_e2e import POSTGRES_URL
+
+    schema = f"gcn_e2e_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    engine.dispose()
