@@ -150,3 +150,26 @@ def test_a_process_may_take_back_a_job_it_left_unfinished(store):
     claim(store, job.id)
     again = claim(store, job.id, timeout=3600)  # same owner: its earlier attempt ended abnormally
     assert again.job is not None and again.job.attempts == 2
+
+
+def test_an_older_job_table_gets_the_new_columns(db):
+    """A database made before API keys existed: create_all adds the ownership columns (and their
+    indexes), existing rows belong to no key (only an admin sees them)."""
+    from sqlalchemy import inspect, text
+
+    from service.jobs import JobStore
+
+    old = JobStore(db).create(JobKind.sample, {"n": 1})
+    with db.engine.begin() as conn:
+        for table in ("gcn_jobs", "gcn_datasets", "gcn_models"):
+            conn.execute(text(f"DROP INDEX ix_{table}_api_key_id"))
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN api_key_id"))
+    assert "api_key_id" not in {c["name"] for c in inspect(db.engine).get_columns("gcn_jobs")}
+    db.create_all()
+    for table in ("gcn_jobs", "gcn_datasets", "gcn_models"):
+        assert "api_key_id" in {c["name"] for c in inspect(db.engine).get_columns(table)}
+        assert f"ix_{table}_api_key_id" in {i["name"] for i in inspect(db.engine).get_indexes(table)}
+    store = JobStore(db)
+    assert store.get(old.id).api_key_id is None
+    mine = store.create(JobKind.sample, {"n": 1}, api_key_id="k" * 32)
+    assert [j.id for j in store.list(api_key_id="k" * 32)[0]] == [mine.id]
