@@ -150,3 +150,50 @@ def test_sigkill_at_random_points_loses_no_job(tmp_path, redis_url, own_postgres
     OUTPUT.mkdir(parents=True, exist_ok=True)
     (OUTPUT / "faults.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_with_a_reason(tmp_path, redis_url, own_postgres_url, brick64):
+    """The bound on attempts: a job whose process dies every time is failed, saying why, instead
+    of being retried forever."""
+    from service.artifacts import LocalArtifactStore, keys, png_bytes
+    from service.db import Database, Dataset
+    from service.jobs import TERMINAL, JobKind, JobStore, new_id
+    from service.queue import JobQueue, make_celery
+    from service.settings import Settings
+    from service.submit import submit
+
+    queue_name = f"gpu-doomed-{uuid.uuid4().hex[:10]}"
+    settings = Settings(data_dir=tmp_path / "data", database_url=own_postgres_url, broker_url=redis_url,
+                        queue=queue_name, checkpoint_every=5, progress_interval=0.2, heartbeat_interval=1,
+                        reconcile_interval=2, max_attempts=2, torch_threads=1, device="cpu")
+    db = Database(settings.database_url)
+    db.create_all()
+    store = JobStore(db)
+    dataset = Dataset(id=new_id(), kind="texture", image_count=1, sizes=[[64, 64]])
+    LocalArtifactStore(settings.data_dir).put(keys.dataset_image(dataset.id, 0), png_bytes(brick64))
+    store.add(dataset)
+    queue = JobQueue(make_celery(settings), queue_name)
+    job_id = submit(store, queue, JobKind.learn, {"preset": "texture-fast", "overrides": {"iterations": 400, "image_size": 32}},
+                    dataset_id=dataset.id, model_id=new_id(), total=400).id
+    queue.close()
+    worker = start_worker(settings, tmp_path / "worker.log", f"doomed-{queue_name}")
+    try:
+        killed: set[str] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = store.get(job_id)
+            if job.status in TERMINAL:
+                break
+            if job.status == "running" and job.owner not in killed and job.step >= 2:
+                killed.add(job.owner)
+                os.kill(int(job.owner.rpartition(":")[2]), signal.SIGKILL)
+            time.sleep(0.05)
+        job = store.get(job_id)
+    finally:
+        stop_process(worker)
+        cleanup_unacked(redis_url, queue_name)
+        cleanup_redis(redis_url, queue_name)
+        db.dispose()
+    assert len(killed) == 2
+    assert job.status == "failed" and "gave up after 2 attempts" in job.error and "worker lost" in job.error, job.error
+    assert store.model(job.model_id) is None
