@@ -101,7 +101,10 @@ def test_sigkill_at_random_points_loses_no_job(tmp_path, redis_url, own_postgres
                 break  # every job finished before the remaining kills: nothing left to hit
             pid = int(victim.owner.rpartition(":")[2])
             if kind == "child":
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue  # it finished and its process was replaced in between: no kill this time
             else:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(10)
