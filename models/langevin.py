@@ -14,7 +14,8 @@ and cooperative cancellation: the callback raises ``Cancelled``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -35,7 +36,10 @@ class LangevinSampler:
     sigma: float = 1.0
     n_steps: int = 10
     noise: bool = True  # False: noise-free gradient steps (recovery)
-    amp: bool = False  # bfloat16 autocast for the net on CUDA; chains stay float32
+    amp: bool = False  # bfloat16 autocast for the net (CUDA; the CPU when asked); chains stay float32
+    # CUDA only: replay one captured step as a CUDA graph (ignored on the CPU and with a mask)
+    cuda_graph: bool = False
+    _graphs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def drift(self, net: EnergyNet, x: torch.Tensor) -> torch.Tensor:
         """-(delta^2 / 2) (x / sigma^2 - df/dx)."""
@@ -50,13 +54,26 @@ class LangevinSampler:
         mask: Optional[torch.Tensor] = None,
         known: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """One Langevin update of every chain; pixels where ``mask`` is True stay at ``known``."""
-        x = x + self.drift(net, x)
-        if self.noise:
-            x = x + self.step_size * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if mask is not None:
-            x = torch.where(mask, known, x)
+        """One Langevin update of every chain; pixels where ``mask`` is True stay at ``known``.
+
+        ``x`` is not modified; the update is the one ``sample`` applies in place."""
+        x = x.detach().clone()
+        noise = torch.empty_like(x) if self.noise else None
+        self._step_(net, x, noise, generator, mask, known)
         return x
+
+    def _step_(self, net, x, noise, generator, mask, known) -> None:
+        """x <- x - (delta^2 / 2)(x / sigma^2 - df/dx) + delta Z, in place, with one draw of Z of
+        x's shape from ``generator`` after the drift (the same random stream as ever)."""
+        _, g = net.score_and_grad_view(x, amp=self.amp)
+        # the drift() expression, evaluated in the same order (so bitwise the same numbers)
+        drift = torch.div(x, self.sigma**2).sub_(g).mul_(-0.5 * self.step_size**2)
+        x.add_(drift)
+        if noise is not None:
+            torch.randn(x.shape, generator=generator, out=noise)
+            x.add_(noise.mul_(self.step_size))
+        if mask is not None:
+            torch.where(mask, known, x, out=x)
 
     @torch.no_grad()
     def sample(
@@ -71,19 +88,75 @@ class LangevinSampler:
         callback: Optional[StepCallback] = None,
         callback_every: int = 10,
     ) -> torch.Tensor:
-        """Run ``n_steps`` (default ``self.n_steps``) updates from chains ``x`` (float32, N x 3 x H x W)."""
+        """Run ``n_steps`` (default ``self.n_steps``) updates from chains ``x`` (float32, N x 3 x H x W).
+
+        ``x`` itself is never written: the chains live in one new buffer updated in place, and
+        the callback gets a copy of them."""
         steps = self.n_steps if n_steps is None else n_steps
         net.check_size(x.shape[-2:])
-        x = x.detach().float()
+        x = x.detach().to(torch.float32, copy=True)
         if mask is not None:
             mask = mask.to(device=x.device, dtype=torch.bool).expand_as(x)
             known = known.to(device=x.device, dtype=x.dtype).expand_as(x)
-            x = torch.where(mask, known, x)
+            torch.where(mask, known, x, out=x)
+        if self.cuda_graph and x.is_cuda and mask is None and steps > 0:
+            return self._sample_graphed(net, x, steps, generator, callback, callback_every)
+        noise = torch.empty_like(x) if self.noise else None
         for t in range(1, steps + 1):
-            x = self.step(net, x, generator, mask, known)
+            self._step_(net, x, noise, generator, mask, known)
             if callback is not None and (t % callback_every == 0 or t == steps):
-                callback(t, steps, x)
+                callback(t, steps, x.clone())
         return x
+
+    # ---- CUDA graphs ---------------------------------------------------------------------
+    def _sample_graphed(self, net, x, steps, generator, callback, callback_every) -> torch.Tensor:
+        """The same steps, replayed from a CUDA graph of one step.
+
+        One graph per (net and its parameters' storage, depth, chain shape, generator), kept for
+        later calls (a learner samples every iteration with weights updated in place). The first
+        ``_GRAPH_WARMUP`` steps of the first call run eagerly on a side stream (real steps of the
+        chains; capture requires it, and cudnn.benchmark picks its algorithms there). The
+        generator is registered with the graph, so each replay draws exactly what the eager step
+        would have drawn next.
+        """
+        key = (id(net), net.depth, tuple(x.shape), x.device, id(generator), self.amp, self.noise,
+               self.step_size, self.sigma, tuple(p.data_ptr() for p in net.parameters()))
+        entry = self._graphs.get(key)
+        if entry is None or entry["net"]() is not net or entry["generator"]() is not generator:
+            if len(self._graphs) >= _GRAPH_CACHE:
+                self._graphs.pop(next(iter(self._graphs)))
+            entry = {"net": weakref.ref(net),
+                     "generator": weakref.ref(generator) if generator is not None else lambda: None,
+                     "x": torch.empty_like(x), "noise": torch.empty_like(x) if self.noise else None,
+                     "graph": None, "eager": 0}
+            self._graphs[key] = entry
+        buf, noise = entry["x"], entry["noise"]
+        buf.copy_(x)
+        stream = torch.cuda.current_stream(x.device)
+        for t in range(1, steps + 1):
+            if entry["graph"] is not None:
+                entry["graph"].replay()
+            else:
+                side = torch.cuda.Stream(device=x.device)
+                side.wait_stream(stream)
+                with torch.cuda.stream(side):
+                    self._step_(net, buf, noise, generator, None, None)
+                stream.wait_stream(side)
+                entry["eager"] += 1
+                if entry["eager"] >= _GRAPH_WARMUP:
+                    graph = torch.cuda.CUDAGraph()
+                    if generator is not None:
+                        graph.register_generator_state(generator)
+                    with torch.cuda.graph(graph):
+                        self._step_(net, buf, noise, generator, None, None)
+                    entry["graph"] = graph
+            if callback is not None and (t % callback_every == 0 or t == steps):
+                callback(t, steps, buf.clone())
+        return buf.clone()
+
+
+_GRAPH_WARMUP = 3  # eager steps before capture
+_GRAPH_CACHE = 4  # graphs kept per sampler
 
 
 def init_chains(

@@ -76,13 +76,13 @@ ProgressCallback = Callable[["Learner", Progress], None]
 class Learner:
     """Runs learning iterations on one model and one set of observed images (model space)."""
 
-    def __init__(self, model: GenerativeModel, observed: torch.Tensor, *, amp: bool = False):
+    def __init__(self, model: GenerativeModel, observed: torch.Tensor, *, amp: bool = False, cuda_graph: bool = False):
         self.model = model
         self.preset = model.preset
         self.device = model.device
         self.observed = observed.to(self.device).float()
         model.net.check_size(self.observed.shape[-2:])
-        self.sampler = model.sampler(amp=amp)
+        self.sampler = model.sampler(amp=amp, cuda_graph=cuda_graph)
         self.amp = amp
         self.generator = torch.Generator(self.device).manual_seed(self.preset.seed + 1)
         self.iteration = 0
@@ -161,13 +161,15 @@ class Learner:
         """Scores and dL/dw, with observed and synthesized images in one batch when sizes match."""
         obs, n_obs, n_syn = self.observed, len(self.observed), len(synthesis)
         net = self.model.net
+        nhwc = torch.channels_last  # oneDNN / cuDNN run these convolutions ~10 % faster channels-last
         with torch.enable_grad():
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 if obs.shape[-2:] == synthesis.shape[-2:]:
-                    f = net(torch.cat([obs, synthesis])).float()
+                    f = net(torch.cat([obs, synthesis]).contiguous(memory_format=nhwc)).float()
                     f_obs, f_syn = f[:n_obs], f[n_obs:]
                 else:
-                    f_obs, f_syn = net(obs).float(), net(synthesis).float()
+                    f_obs = net(obs.contiguous(memory_format=nhwc)).float()
+                    f_syn = net(synthesis.contiguous(memory_format=nhwc)).float()
             objective = f_obs.mean() - f_syn.mean()
             grads = torch.autograd.grad(objective, params)
         return f_obs.mean().item(), f_syn.mean().item(), grads
