@@ -1,0 +1,94 @@
+"""One command for every benchmark of issue 6:
+
+    python -m bench --quick          # < 3 minutes on a 2-core CPU: every section, fewer repeats
+    python -m bench                  # the full run (about 20-30 minutes on a 2-core CPU)
+    python -m bench --device cuda    # on a GPU machine (the CPU figures stay in the docs)
+    python -m bench --only langevin,scaling --threads 1,2
+
+Results: ``bench/out/<machine>.json`` (every figure, every repeat, load averages) and
+``bench/out/<machine>.md`` (the tables); ``--docs`` (default) also replaces this machine's
+generated section of ``docs/benchmarks.md``. Nothing here is asserted: the figures are figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+import traceback
+
+import torch
+
+from . import common, report
+
+SECTIONS = ("langevin", "quality", "service", "scaling")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller grids (< 3 min on 2 CPU cores)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present)")
+    ap.add_argument("--threads", default=None,
+                    help="CPU thread counts for the Langevin section, e.g. 1,2 (default: all usable cores; "
+                         "the full run adds 1); the other sections use the largest")
+    ap.add_argument("--quality-cap", type=float, default=None, help="seconds each time-to-quality recipe may learn")
+    ap.add_argument("--docs", action=argparse.BooleanOptionalAction, default=True,
+                    help="update this machine's section of docs/benchmarks.md")
+    args = ap.parse_args(argv)
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    cores = common.usable_cores()
+    threads = ([int(t) for t in args.threads.split(",")] if args.threads else
+               ([cores] if args.quick else sorted({1, cores})))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(max(threads))
+
+    tag = common.machine_tag(device)
+    results = {"machine": common.machine(device), "quick": args.quick, "sections": sections}
+    command = "python -m bench" + (" " + " ".join(shlex.quote(a) for a in argv) if argv else "")
+    path = common.OUT / f"{tag}.json"
+    started = time.monotonic()
+    for section in sections:
+        t = time.monotonic()
+        try:
+            if section == "langevin":
+                from . import langevin
+                results[section] = langevin.run(device, threads, args.quick)
+            elif section == "quality":
+                from . import quality
+                torch.set_num_threads(max(threads))
+                results[section] = quality.run(device, args.quick, args.quality_cap)
+            elif section == "service":
+                from . import service
+                results[section] = service.run(args.quick)
+            elif section == "scaling":
+                from . import scaling
+                results[section] = scaling.run(device, args.quick, max(threads))
+        except Exception:  # keep the other sections' figures
+            results[f"{section}_error"] = traceback.format_exc()[-3000:]
+            common.log(f"{section} failed:\n{results[f'{section}_error']}")
+        results.setdefault("seconds", {})[section] = round(time.monotonic() - t, 1)
+        common.write_json(path, results)
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    results["machine"]["load_avg_end"] = common.load()
+    common.write_json(path, results)
+    body = report.render(results, command)
+    (common.OUT / f"{tag}.md").write_text(body)
+    if args.docs:
+        report.update_docs(tag, body)
+    print(body)
+    common.log(f"wrote {path} and {common.OUT / (tag + '.md')}" + (" and docs/benchmarks.md" if args.docs else "")
+               + f" in {results['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,247 @@
+"""Shared pieces of the benchmarks: the machine, timing under load, FLOP counts, the matmul peak.
+
+Every figure is a median (or a best) over repeats, and carries the load average (``os.getloadavg``)
+seen while it was measured: the benchmarks are meant to be rerun on a quiet machine with the same
+one command, and a figure taken next to other CPU-heavy work says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "bench" / "out"
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def load() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "load_avg": load(),
+        "device": str(device),
+        "hostname": platform.node(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    return info
+
+
+def machine_tag(device: torch.device) -> str:
+    """A short folder name for this machine's results: cpu-<cores>c or the GPU's name."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device).replace("NVIDIA ", "")
+        return "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+    return f"cpu-{usable_cores()}c"
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    """Seconds of repeats of one measured call, with the load average at each."""
+
+    seconds: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median, "best_s": self.best, "repeats": len(self.seconds),
+                "seconds": [round(s, 6) for s in self.seconds], "load_avg_1m": self.loads}
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1,
+                budget_s: Optional[float] = None) -> dict[str, Timing]:
+    """Time every function ``repeats`` times, round-robin (A B C A B C ...) so that a change in
+    the machine's load hits all of them alike; stop early (after at least 3 rounds) when
+    ``budget_s`` is spent."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    out = {k: Timing() for k in fns}
+    started = time.monotonic()
+    for r in range(repeats):
+        for name, fn in fns.items():
+            out[name].seconds.append(timed(fn, device))
+            out[name].loads.append(round(os.getloadavg()[0], 2))
+        if budget_s is not None and r >= 2 and time.monotonic() - started > budget_s:
+            break
+    return out
+
+
+def paired_ratio(slow: Timing, fast: Timing) -> float:
+    """Median over rounds of slow/fast measured in the same round (robust to load drifting)."""
+    return statistics.median(s / f for s, f in zip(slow.seconds, fast.seconds))
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def conv_flops(layers, size: tuple[int, int], depth: Optional[int] = None) -> list[int]:
+    """Multiply-adds x 2 of each conv layer's forward pass for one image of ``size``."""
+    from models.net import conv_out_size
+
+    h, w = size
+    c = 3
+    out = []
+    for spec in list(layers)[: depth or len(layers)]:
+        h, w = conv_out_size(h, spec), conv_out_size(w, spec)
+        out.append(2 * spec.out_channels * c * spec.kernel * spec.kernel * h * w)
+        c = spec.out_channels
+    return out
+
+
+def langevin_step_flops(layers, size: tuple[int, int], depth: Optional[int] = None) -> int:
+    """One Langevin step of one chain: the forward pass plus the input gradient of every layer
+    (the same multiply-adds again); ReLU, the top sum and the update are not counted."""
+    return 2 * sum(conv_flops(layers, size, depth))
+
+
+def learning_iteration_flops(layers, size: tuple[int, int], depth: int, n_chains: int, n_obs: int,
+                             langevin_steps: int) -> int:
+    """T Langevin steps on n_chains, plus the weight gradient over observed + synthesized images:
+    forward, weight gradient of every layer, input gradient of every layer but the first."""
+    per = conv_flops(layers, size, depth)
+    grad = 2 * sum(per) + sum(per[1:])
+    return langevin_steps * n_chains * langevin_step_flops(layers, size, depth) + (n_chains + n_obs) * grad
+
+
+def matmul_peak(device: torch.device, repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """The machine's measured dense float32 throughput, at the current thread count.
+
+    Two probes, the better of which is the peak: square ``torch.mm`` (BLAS: MKL on x86 CPUs,
+    cuBLAS on GPUs) and a large 3 x 3 convolution (oneDNN / cuDNN implicit GEMM; on AMD CPUs MKL's
+    sgemm does not use the full AVX-512 width and oneDNN's kernels measure up to 2x faster, so the
+    sgemm figure alone would flatter every convolution measured against it). Best of
+    ``repeats`` each: a peak is what the machine can do, so load only ever lowers it.
+    """
+    results: dict[str, Any] = {"probes": {}}
+    sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        c = torch.empty(n, n, device=device, dtype=dtype)
+        reps = max(1, int((4e9 if device.type == "cpu" else 2e12) // (2 * n**3)))
+
+        def mm():
+            for _ in range(reps):
+                torch.mm(a, b, out=c)
+
+        t = interleaved({"mm": mm}, device, repeats)["mm"]
+        flops = 2 * n**3 * reps
+        results["probes"][f"mm{n}"] = {"gflops_best": flops / t.best / 1e9, "gflops_median": flops / t.median / 1e9,
+                                       "load_avg_1m": t.loads}
+    side, ch = (64, 256) if device.type == "cpu" else (128, 512)
+    x = torch.randn(4 if device.type == "cpu" else 32, ch, side, side, device=device, dtype=dtype)
+    w = torch.randn(ch, ch, 3, 3, device=device, dtype=dtype)
+    with torch.no_grad():
+        t = interleaved({"conv": lambda: torch.nn.functional.conv2d(x, w, padding=1)}, device, repeats)["conv"]
+    flops = 2 * x.shape[0] * ch * ch * 9 * side * side
+    results["probes"]["conv3x3"] = {"gflops_best": flops / t.best / 1e9, "gflops_median": flops / t.median / 1e9,
+                                    "load_avg_1m": t.loads}
+    best = max(results["probes"].items(), key=lambda kv: kv[1]["gflops_best"])
+    results["peak_gflops"] = best[1]["gflops_best"]
+    results["peak_probe"] = best[0]
+    results["sgemm_gflops"] = max(v["gflops_best"] for k, v in results["probes"].items() if k.startswith("mm"))
+    results["threads"] = torch.get_num_threads()
+    return results
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def brick_crop(size: int = 64):
+    """A ``size`` px crop of scikit-image's brick texture as an RGB PIL image (the tests' crop)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    g = data.brick()[100 : 100 + size, 100 : 100 + size]
+    return Image.fromarray(np.stack([g] * 3, axis=-1))
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (torch.device, torch.dtype, Path)):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}", flush=True)

@@ -1,0 +1,180 @@
+"""Langevin throughput and learning iterations: ``models/`` against the reference loop.
+
+For each case (the ``texture`` preset at 224 px, the small ``texture-fast`` preset at 64 px, and
+on a GPU the texture preset with many chains), at each thread count asked for:
+
+- agreement: the same chains, weights and seed through both implementations (fails loudly if
+  they disagree beyond float32 rounding);
+- Langevin throughput in image-steps per second, both implementations timed round-robin, and
+  the ratio (median over rounds of reference time / models time);
+- GFLOP/s achieved (FLOPs from the layer shapes: forward + input gradient of every active layer)
+  against the machine's measured matmul peak at the same thread count;
+- seconds per learning iteration (``models.learner.Learner.step`` against
+  ``bench.reference.ReferenceLearner.step``), at the net's full depth.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from models import GenerativeModel, get_preset
+from models.langevin import LangevinSampler
+from models.learner import Learner
+
+from . import common
+from .reference import ReferenceLearner, ReferenceNet, langevin as reference_langevin
+
+
+def cases(device: torch.device, quick: bool) -> list[dict[str, Any]]:
+    out = [
+        {"name": "texture@224", "preset": "texture", "size": 224, "chains": 1, "steps": 4 if quick else 8},
+        {"name": "texture-fast@64", "preset": "texture-fast", "size": 64, "chains": 4, "steps": 20 if quick else 40},
+    ]
+    if device.type == "cuda":  # many chains in one batch: what a GPU is for
+        out.append({"name": "texture@224 x64 chains", "preset": "texture", "size": 224, "chains": 64,
+                    "steps": 10 if quick else 20})
+        out.append({"name": "texture-fast@64 x256 chains", "preset": "texture-fast", "size": 64, "chains": 256,
+                    "steps": 20 if quick else 40})
+    return out
+
+
+def variants(device: torch.device) -> dict[str, dict[str, Any]]:
+    """The configurations of ``models`` that are timed. The first is the one the pipeline uses on
+    this device (``models.pipeline``): fp32 on the CPU; bf16 autocast (+ CUDA graph where asked)
+    on CUDA. Opt-in extras are reported beside it."""
+    if device.type == "cuda":
+        return {"models (bf16 autocast)": {"amp": True},
+                "models (bf16 + CUDA graph)": {"amp": True, "cuda_graph": True},
+                "models (fp32)": {"amp": False}}
+    return {"models (fp32)": {"amp": False}, "models (bf16 autocast, opt-in)": {"amp": True}}
+
+
+def _model(preset_name: str, size: int, chains: int, device: torch.device) -> GenerativeModel:
+    preset = get_preset(preset_name).replace(image_size=size, n_chains=chains)
+    model = GenerativeModel.create(preset, torch.zeros(3)).to(device)
+    with torch.no_grad():  # biases off zero so that the ReLU patterns are those of a learned net
+        g = torch.Generator().manual_seed(1)
+        for conv in model.net.convs:
+            conv.bias.copy_(torch.empty(conv.bias.shape).uniform_(-0.2, 0.2, generator=g))
+    return model
+
+
+def agreement(model: GenerativeModel, ref: ReferenceNet, x0: torch.Tensor, steps: int, **flags) -> float:
+    """Largest |difference| between the two implementations after ``steps`` steps, relative to
+    the chains' largest |value|."""
+    p = model.preset
+    a = reference_langevin(ref, x0, steps, p.step_size, p.sigma, torch.Generator(x0.device).manual_seed(7))
+    sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=steps, **flags)
+    b = sampler.sample(model.net, x0, generator=torch.Generator(x0.device).manual_seed(7))
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def run_case(case: dict[str, Any], device: torch.device, repeats: int, peak: float, budget_s: float) -> dict[str, Any]:
+    model = _model(case["preset"], case["size"], case["chains"], device)
+    p, net = model.preset, model.net
+    ref = ReferenceNet(net)
+    size, n, steps = case["size"], case["chains"], case["steps"]
+    x0 = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(3)).to(device) * 20
+    flops_step = common.langevin_step_flops(p.layers, (size, size)) * n
+    out: dict[str, Any] = {**case, "depth": net.depth, "gflop_per_step": flops_step / 1e9, "variants": {}}
+
+    checks = {name: agreement(model, ref, x0, min(steps, 10), **flags) for name, flags in variants(device).items()}
+    out["agreement_rel_max"] = checks
+
+    def make_sampler(flags):
+        s = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=steps, **flags)
+        return lambda: s.sample(net, x0, generator=torch.Generator(device).manual_seed(5))
+
+    fns = {"reference": lambda: reference_langevin(ref, x0, steps, p.step_size, p.sigma,
+                                                   torch.Generator(device).manual_seed(5))}
+    for name, flags in variants(device).items():
+        fns[name] = make_sampler(flags)
+    t = common.interleaved(fns, device, repeats, warmup=1, budget_s=budget_s)
+    for name, timing in t.items():
+        row = {
+            "image_steps_per_s": n * steps / timing.median,
+            "image_steps_per_s_best": n * steps / timing.best,
+            "gflops_median": flops_step * steps / timing.median / 1e9,
+            "gflops_best": flops_step * steps / timing.best / 1e9,
+            "timing": timing.as_dict(),
+        }
+        row["peak_fraction_best"] = row["gflops_best"] / peak
+        row["peak_fraction_median"] = row["gflops_median"] / peak
+        if name != "reference":
+            row["speedup_vs_reference"] = common.paired_ratio(t["reference"], timing)
+        out["variants"][name] = row
+    return out
+
+
+def run_learning(case: dict[str, Any], device: torch.device, repeats: int, budget_s: float) -> dict[str, Any]:
+    """Seconds per learning iteration at the net's full depth (the last stage of a layer-by-layer
+    schedule), observed images = one noise image (the timing does not depend on the pixels)."""
+    model = _model(case["preset"], case["size"], case["chains"], device)
+    p = model.preset
+    observed = torch.randn(1, 3, case["size"], case["size"], generator=torch.Generator().manual_seed(4)).to(device) * 40
+    learner = Learner(copy.deepcopy(model), observed, amp=device.type == "cuda")
+    if p.schedule == "layer_by_layer":
+        learner.iteration = p.iterations * (p.n_stages - 1)  # the last stage: all layers active
+    ref = ReferenceLearner(model.net, p, observed)
+    t = common.interleaved({"reference": ref.step, "models": learner.step}, device, repeats, warmup=1,
+                           budget_s=budget_s)
+    return {
+        "name": case["name"],
+        "langevin_steps": p.langevin_steps,
+        "chains": p.n_chains,
+        "learner": p.learner,
+        "optimizer": p.optimizer,
+        "depth": learner.model.net.depth,
+        "reference_s": t["reference"].median,
+        "models_s": t["models"].median,
+        "speedup": common.paired_ratio(t["reference"], t["models"]),
+        "gflop_per_iteration": common.learning_iteration_flops(
+            p.layers, (case["size"],) * 2, learner.model.net.depth, p.n_chains, 1, p.langevin_steps) / 1e9,
+        "timing": {k: v.as_dict() for k, v in t.items()},
+    }
+
+
+def graph_check(device: torch.device) -> dict[str, Any]:
+    """CUDA only: the graphed sampler against the eager one (same flags otherwise), on a fresh
+    call, on a cached graph, and after the weights changed in place (as a learner does)."""
+    model = _model("texture", 224, 4, device)
+    net = model.net
+    x0 = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(3)).to(device) * 20
+    out = {}
+    eager = LangevinSampler(n_steps=12, amp=True)
+    graphed = LangevinSampler(n_steps=12, amp=True, cuda_graph=True)
+    ge, gg = torch.Generator(device).manual_seed(1), torch.Generator(device).manual_seed(1)
+    for label in ("first call", "cached graph", "after a weight update"):
+        if label == "after a weight update":
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.mul_(1.01)
+        a = eager.sample(net, x0, generator=ge)
+        b = graphed.sample(net, x0, generator=gg)
+        out[label] = float((a - b).abs().max() / a.abs().max())
+    return out
+
+
+def run(device: torch.device, threads: list[int], quick: bool) -> dict[str, Any]:
+    repeats = 5 if quick else 15
+    results: dict[str, Any] = {"by_threads": []}
+    for n_threads in threads if device.type == "cpu" else [torch.get_num_threads()]:
+        torch.set_num_threads(n_threads)
+        common.log(f"langevin: {n_threads} thread(s): matmul peak")
+        peak = common.matmul_peak(device, repeats=3 if quick else 7)
+        entry: dict[str, Any] = {"threads": n_threads, "peak": peak, "cases": [], "learning": []}
+        for case in cases(device, quick):
+            common.log(f"langevin: {n_threads} thread(s): {case['name']} sampling")
+            entry["cases"].append(run_case(case, device, repeats, peak["peak_gflops"], 25 if quick else 120))
+            if "chains" in case and case["chains"] == get_preset(case["preset"]).n_chains:
+                common.log(f"langevin: {n_threads} thread(s): {case['name']} learning iterations")
+                entry["learning"].append(run_learning(case, device, 3 if quick else 7, 20 if quick else 90))
+        if device.type == "cuda":
+            common.log("langevin: CUDA graph against eager")
+            entry["graph_vs_eager_rel_max"] = graph_check(device)
+        entry["load_avg_after"] = common.load()
+        results["by_threads"].append(entry)
+    return results

@@ -1,0 +1,214 @@
+"""Markdown tables from the benchmark results, and the targets of issue 6 checked against them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def _f(v: Optional[float], fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    gpu = f", {m['gpu']} ({m['gpu_memory_gib']} GiB, CUDA {m['cuda']}, cuDNN {m['cudnn']})" if "gpu" in m else ""
+    return (f"{m['cpu']}, {m['cores']} usable cores ({m['capability']}){gpu}; torch {m['torch']}, "
+            f"Python {m['python']}; load average at start {m['load_avg']} (1, 5, 15 min); {m['date']}")
+
+
+def langevin_tables(r: dict[str, Any]) -> list[str]:
+    out = []
+    for entry in r["by_threads"]:
+        pk = entry["peak"]
+        probes = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in pk["probes"].items())
+        out += [f"**{entry['threads']} thread(s)**. Measured fp32 peak {pk['peak_gflops']:.0f} GFLOP/s "
+                f"({pk['peak_probe']}; best of each probe: {probes} GFLOP/s). Load average after: "
+                f"{entry['load_avg_after']}.", ""]
+        out += ["| case | implementation | image-steps/s (median) | GFLOP/s median / best | % of peak (best) "
+                "| x reference (paired median) | agrees with reference (max rel. diff) | load (1 min) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for c in entry["cases"]:
+            for name, v in c["variants"].items():
+                agree = c["agreement_rel_max"].get(name)
+                loads = v["timing"]["load_avg_1m"]
+                out.append(
+                    f"| {c['name']} ({c['gflop_per_step']:.2f} GFLOP/step) | {name} | {v['image_steps_per_s']:.1f} "
+                    f"| {v['gflops_median']:.0f} / {v['gflops_best']:.0f} | {100 * v['peak_fraction_best']:.0f} % "
+                    f"| {_f(v.get('speedup_vs_reference'), '{:.2f}x')} | {_f(agree, '{:.1e}')} "
+                    f"| {min(loads):.1f}-{max(loads):.1f} |")
+        out.append("")
+        if "graph_vs_eager_rel_max" in entry:
+            out += ["CUDA graph against eager (max rel. diff): " + ", ".join(
+                f"{k}: {v:.1e}" for k, v in entry["graph_vs_eager_rel_max"].items()), ""]
+        if entry["learning"]:
+            out += ["| learning iteration | T | chains | reference s/it | models s/it | x reference | GFLOP/it |",
+                    "|---|---|---|---|---|---|---|"]
+            for l in entry["learning"]:
+                out.append(f"| {l['name']} ({l['learner']}, {l['optimizer']}, depth {l['depth']}) | {l['langevin_steps']} "
+                           f"| {l['chains']} | {l['reference_s']:.3f} | {l['models_s']:.3f} | {l['speedup']:.2f}x "
+                           f"| {l['gflop_per_iteration']:.1f} |")
+            out.append("")
+    return out
+
+
+def quality_tables(r: dict[str, Any]) -> list[str]:
+    fl = r["floor"]
+    out = [f"Exemplar: {r['exemplar']}; real floor patch SWD {fl['patch_swd']:.4f} (copy max NCC between the halves "
+           f"{fl['copy_max_ncc']:.3f}); threshold {r['factor']} x floor; {r['threads']} thread(s).", "",
+           "| recipe | reached | learning seconds | iterations | patch SWD at stop | copy max NCC | diversity | what |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, v in r["recipes"].items():
+        when = (f"{v['seconds']:.1f}" if v["reached"] else
+                f"not reached in {v['stopped_at_s']:.0f} s" + (" (schedule finished)" if v["schedule_finished"] else ""))
+        out.append(f"| {name} | {'yes' if v['reached'] else 'no'} | {when} | {v['iterations']} "
+                   f"| {v['final']['patch_swd']:.4f} | {v['final']['copy_max_ncc']:.3f} | {v['final']['diversity']:.1f} "
+                   f"| {v['what']} |")
+    if "speedup" in r:
+        out += ["", f"Project recipe reached the threshold {r['speedup']:.1f}x sooner than the authors'."]
+    elif "speedup_at_least" in r:
+        out += ["", f"Project recipe reached it; the authors' did not: at least {r['speedup_at_least']:.1f}x sooner."]
+    return out + [""]
+
+
+def service_tables(r: dict[str, Any]) -> list[str]:
+    out = ["| mode | broker | direct work ms | submit-to-done ms (median) | overhead ms | server view ms | status req/s "
+           "| p50 ms | p99 ms | errors | load (1 min) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for mode in ("embedded", "redis"):
+        v = r.get(mode, {})
+        if "error" in v or "skipped" in v:
+            out.append(f"| {mode} | {v.get('skipped') or v.get('error', '')[:200]} |" + " |" * 9)
+            continue
+        s, lat = v["status_load"], v["latency"]
+        server = v["overhead_server_view_s"]
+        out.append(f"| {mode} | {v['broker']} | {1e3 * v['direct']['median_s']:.0f} | {1e3 * lat['median_client_s']:.0f} "
+                   f"| {1e3 * v['overhead_s']:.0f} | {_f(None if server is None else 1e3 * server, '{:.0f}')} "
+                   f"| {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['errors']} "
+                   f"| {min(lat['load_avg_1m']):.1f}-{max(lat['load_avg_1m']):.1f} |")
+    job = next((v["job"] for v in r.values() if isinstance(v, dict) and "job" in v), None)
+    if job:
+        out += ["", f"Sampling job: {job}; status: GET /v1/jobs/{{id}}, 32 concurrent keep-alive clients."]
+    return out + [""]
+
+
+def scaling_tables(r: dict[str, Any]) -> list[str]:
+    pts = r["points"]
+    by = {(p["preset"], p["size"], p["chains"], p["impl"]): p for p in pts}
+    keys = sorted({(p["preset"], p["size"], p["chains"]) for p in pts}, key=lambda k: (k[0], k[2], k[1]))
+    out = [f"{r['threads']} thread(s); one subprocess per point; peak memory: growth of the resident set while "
+           "sampling (CPU) or CUDA max allocated.", "",
+           "| preset | size px | chains | models s/step | reference s/step | x reference | models GFLOP/s "
+           "| models peak MiB | reference peak MiB |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for k in keys:
+        m, ref = by.get((*k, "models"), {}), by.get((*k, "reference"), {})
+        if "error" in m or "error" in ref or not m or not ref:
+            out.append(f"| {k[0]} | {k[1]} | {k[2]} | error: {(m.get('error') or ref.get('error') or '')[-120:]} |" + " |" * 5)
+            continue
+        out.append(f"| {k[0]} | {k[1]} | {k[2]} | {m['step_s']:.4f} | {ref['step_s']:.4f} | {ref['step_s'] / m['step_s']:.2f}x "
+                   f"| {m['gflops']:.0f} | {m['peak_mib']:.0f} | {ref['peak_mib']:.0f} |")
+    return out + [""]
+
+
+def targets(results: dict[str, Any], device: str) -> list[str]:
+    """Issue 6's targets, each met / not met from these results (or '-' when not measured)."""
+    rows: list[tuple[str, str, str]] = []
+
+    def mark(ok: Optional[bool]) -> str:
+        return "-" if ok is None else ("met" if ok else "not met")
+
+    lg = results.get("langevin")
+    if lg:
+        for entry in lg["by_threads"]:
+            t = entry["threads"]
+            for c in entry["cases"]:
+                first = next(k for k in c["variants"] if k != "reference")  # what the pipeline uses here
+                v = c["variants"][first]
+                if c["name"] == "texture@224":
+                    if device == "cpu":
+                        rows.append((f"CPU texture@224, {t} thr: >= 90 % of matmul peak",
+                                     f"{100 * v['peak_fraction_best']:.0f} % best, {100 * v['peak_fraction_median']:.0f} % median",
+                                     mark(v["peak_fraction_best"] >= 0.9)))
+                        rows.append((f"CPU texture@224, {t} thr: no slower than the reference",
+                                     f"{v['speedup_vs_reference']:.2f}x", mark(v["speedup_vs_reference"] >= 1.0)))
+                    else:
+                        best = max(c["variants"].items(), key=lambda kv: kv[1].get("speedup_vs_reference", 0))
+                        rows.append((f"GPU texture@224: >= 3x the reference", f"{best[1]['speedup_vs_reference']:.2f}x ({best[0]})",
+                                     mark(best[1]["speedup_vs_reference"] >= 3)))
+                if c["name"] == "texture-fast@64" and device == "cpu":
+                    rows.append((f"CPU texture-fast@64, {t} thr: >= 1.3x the reference",
+                                 f"{v['speedup_vs_reference']:.2f}x", mark(v["speedup_vs_reference"] >= 1.3)))
+                if device == "cuda" and "chains" in c["name"]:
+                    best = max(c["variants"].items(), key=lambda kv: kv[1].get("speedup_vs_reference", 0))
+                    rows.append((f"GPU {c['name']}: >= 3x the reference", f"{best[1]['speedup_vs_reference']:.2f}x ({best[0]})",
+                                 mark(best[1]["speedup_vs_reference"] >= 3)))
+    q = results.get("quality")
+    if q:
+        if "speedup" in q:
+            rows.append(("time to quality: project >= 2x sooner", f"{q['speedup']:.1f}x", mark(q["speedup"] >= 2)))
+        elif "speedup_at_least" in q:
+            rows.append(("time to quality: project >= 2x sooner", f">= {q['speedup_at_least']:.1f}x (authors not reached)",
+                         mark(q["speedup_at_least"] >= 2)))
+        else:
+            rows.append(("time to quality: project >= 2x sooner", "project recipe did not reach the threshold", mark(False)))
+    s = results.get("service")
+    if s:
+        red = s.get("redis", {})
+        if "overhead_s" in red:
+            rows.append(("service overhead < 100 ms per job (Redis)", f"{1e3 * red['overhead_s']:.0f} ms",
+                         mark(red["overhead_s"] < 0.1)))
+            rows.append(("status p99 < 50 ms at 32 clients (Redis)", f"{red['status_load']['p99_ms']:.1f} ms",
+                         mark(red["status_load"]["p99_ms"] < 50)))
+        emb = s.get("embedded", {})
+        if "overhead_s" in emb:
+            rows.append(("(embedded, for comparison) overhead / status p99", f"{1e3 * emb['overhead_s']:.0f} ms / "
+                         f"{emb['status_load']['p99_ms']:.1f} ms", "-"))
+    out = ["| target | measured | |", "|---|---|---|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return out + [""]
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    m = results["machine"]
+    device = "cuda" if m["device"].startswith("cuda") else "cpu"
+    lines = [f"Machine: {machine_line(m)}.", "",
+             f"Mode: {'quick' if results['quick'] else 'full'}. Rerun: `{command}`.", "", "#### Targets", ""]
+    lines += targets(results, device)
+    if "langevin" in results:
+        lines += ["#### 1. Langevin throughput and learning iterations", ""] + langevin_tables(results["langevin"])
+    if "quality" in results:
+        lines += ["#### 2. Time to quality", ""] + quality_tables(results["quality"])
+    if "service" in results:
+        lines += ["#### 3. Service overhead", ""] + service_tables(results["service"])
+    if "scaling" in results:
+        lines += ["#### 4. Scaling", ""] + scaling_tables(results["scaling"])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_docs(tag: str, body: str, docs: Path = DOCS) -> None:
+    """Replace (or append) this machine's generated section of docs/benchmarks.md."""
+    begin, end = f"<!-- bench:{tag}:begin -->", f"<!-- bench:{tag}:end -->"
+    block = f"{begin}\n### Generated: {tag}\n\n{body}{end}"
+    text = docs.read_text() if docs.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    docs.write_text(text)
+
+
+def main() -> None:
+    """Re-render the tables of a results file: ``python -m bench.report bench/out/<machine>.json``."""
+    import json
+    import sys
+
+    results = json.loads(Path(sys.argv[1]).read_text())
+    print(render(results, "python -m bench" + (" --quick" if results.get("quick") else "")))
+
+
+if __name__ == "__main__":
+    main()

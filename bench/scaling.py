@@ -1,0 +1,118 @@
+"""Scaling: seconds per Langevin step and peak memory against image size and chain count.
+
+Each point runs in a fresh subprocess (``python -m bench.scaling --one ...``) so that its peak
+memory is its own: on the CPU the growth of the resident set's high-water mark over the resident
+set just before sampling (``VmHWM - VmRSS`` from /proc/self/status); on CUDA
+``torch.cuda.max_memory_allocated``. Both implementations, ``models`` and the reference loop.
+
+- size sweep: the ``texture`` preset (frame_3, full depth), 1 chain, 64 to 1024 px;
+- chain sweep: the ``texture-fast`` preset at 64 px, 1 to 256 chains (CPU: to 64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import common
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device: str, threads: int) -> dict[str, Any]:
+    """One point, in this (fresh) process."""
+    from models import GenerativeModel, get_preset
+    from models.langevin import LangevinSampler
+
+    from .reference import ReferenceNet, langevin as reference_langevin
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    preset = get_preset(preset_name).replace(image_size=size, n_chains=chains)
+    model = GenerativeModel.create(preset, torch.zeros(3)).to(dev)
+    net = model.net
+    x0 = torch.randn(chains, 3, size, size, device=dev) * 20
+    amp = dev.type == "cuda"
+    if impl == "reference":
+        ref = ReferenceNet(net)
+
+        def run(n: int) -> None:
+            reference_langevin(ref, x0, n, preset.step_size, preset.sigma)
+    else:
+        sampler = LangevinSampler(step_size=preset.step_size, sigma=preset.sigma, amp=amp)
+
+        def run(n: int) -> None:
+            sampler.sample(net, x0, n_steps=n)
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    rss_before = _status_kib("VmRSS")
+    run(1)  # warm-up, and the memory peak
+    times = []
+    for _ in range(steps):
+        common.sync(dev)
+        t = time.perf_counter()
+        run(1)
+        common.sync(dev)
+        times.append(time.perf_counter() - t)
+    if dev.type == "cuda":
+        peak_mib = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    else:
+        peak_mib = (_status_kib("VmHWM") - rss_before) / 1024
+    flops = common.langevin_step_flops(preset.layers, (size, size)) * chains
+    s = statistics.median(times)
+    return {"impl": impl, "preset": preset_name, "size": size, "chains": chains, "step_s": s, "step_s_all": times,
+            "image_steps_per_s": chains / s, "gflops": flops / s / 1e9, "peak_mib": peak_mib,
+            "load_avg_1m": round(common.load()[0], 2)}
+
+
+def grid(device: torch.device, quick: bool) -> list[tuple[str, int, int]]:
+    if quick:
+        sizes, chain_counts = (64, 512), (16,)
+    else:
+        sizes, chain_counts = (64, 128, 256, 512, 1024), (1, 4, 16, 64) + ((256,) if device.type == "cuda" else ())
+    return [("texture", s, 1) for s in sizes] + [("texture-fast", 64, c) for c in chain_counts]
+
+
+def run(device: torch.device, quick: bool, threads: int) -> dict[str, Any]:
+    points = []
+    for preset, size, chains in grid(device, quick):
+        for impl in ("models", "reference"):
+            steps = 2 if size >= 512 or quick else 4
+            cmd = [sys.executable, "-m", "bench.scaling", "--one", impl, preset, str(size), str(chains), str(steps),
+                   str(device), str(threads)]
+            common.log(f"scaling: {impl} {preset} {size} px x {chains}")
+            r = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True, timeout=900)
+            if r.returncode != 0:
+                points.append({"impl": impl, "preset": preset, "size": size, "chains": chains,
+                               "error": r.stderr[-1500:]})
+                continue
+            points.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return {"threads": threads, "points": points, "load_avg_after": common.load()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one", nargs=7, metavar=("IMPL", "PRESET", "SIZE", "CHAINS", "STEPS", "DEVICE", "THREADS"))
+    a = ap.parse_args()
+    impl, preset, size, chains, steps, device, threads = a.one
+    print(json.dumps(one(impl, preset, int(size), int(chains), int(steps), device, int(threads))))
+
+
+if __name__ == "__main__":
+    main()
