@@ -59,15 +59,16 @@ class LangevinSampler:
         ``x`` is not modified; the update is the one ``sample`` applies in place."""
         x = x.detach().clone()
         noise = torch.empty_like(x) if self.noise else None
-        self._step_(net, x, noise, generator, mask, known)
+        self._step_(net, x, noise, torch.empty_like(x), generator, mask, known)
         return x
 
-    def _step_(self, net, x, noise, generator, mask, known) -> None:
-        """x <- x - (delta^2 / 2)(x / sigma^2 - df/dx) + delta Z, in place, with one draw of Z of
-        x's shape from ``generator`` after the drift (the same random stream as ever)."""
+    def _step_(self, net, x, noise, work, generator, mask, known) -> None:
+        """x <- x - (delta^2 / 2)(x / sigma^2 - df/dx) + delta Z, in place (``noise`` and
+        ``work`` are buffers of x's shape), with one draw of Z of x's shape from ``generator``
+        after the drift (the same random stream as ever)."""
         _, g = net.score_and_grad_view(x, amp=self.amp)
         # the drift() expression, evaluated in the same order (so bitwise the same numbers)
-        drift = torch.div(x, self.sigma**2).sub_(g).mul_(-0.5 * self.step_size**2)
+        drift = torch.div(x, self.sigma**2, out=work).sub_(g).mul_(-0.5 * self.step_size**2)
         x.add_(drift)
         if noise is not None:
             torch.randn(x.shape, generator=generator, out=noise)
@@ -102,8 +103,9 @@ class LangevinSampler:
         if self.cuda_graph and x.is_cuda and mask is None and steps > 0:
             return self._sample_graphed(net, x, steps, generator, callback, callback_every)
         noise = torch.empty_like(x) if self.noise else None
+        work = torch.empty_like(x)
         for t in range(1, steps + 1):
-            self._step_(net, x, noise, generator, mask, known)
+            self._step_(net, x, noise, work, generator, mask, known)
             if callback is not None and (t % callback_every == 0 or t == steps):
                 callback(t, steps, x.clone())
         return x
@@ -128,9 +130,9 @@ class LangevinSampler:
             entry = {"net": weakref.ref(net),
                      "generator": weakref.ref(generator) if generator is not None else lambda: None,
                      "x": torch.empty_like(x), "noise": torch.empty_like(x) if self.noise else None,
-                     "graph": None, "eager": 0}
+                     "work": torch.empty_like(x), "graph": None, "eager": 0}
             self._graphs[key] = entry
-        buf, noise = entry["x"], entry["noise"]
+        buf, noise, work = entry["x"], entry["noise"], entry["work"]
         buf.copy_(x)
         stream = torch.cuda.current_stream(x.device)
         for t in range(1, steps + 1):
@@ -140,7 +142,7 @@ class LangevinSampler:
                 side = torch.cuda.Stream(device=x.device)
                 side.wait_stream(stream)
                 with torch.cuda.stream(side):
-                    self._step_(net, buf, noise, generator, None, None)
+                    self._step_(net, buf, noise, work, generator, None, None)
                 stream.wait_stream(side)
                 entry["eager"] += 1
                 if entry["eager"] >= _GRAPH_WARMUP:
@@ -148,7 +150,7 @@ class LangevinSampler:
                     if generator is not None:
                         graph.register_generator_state(generator)
                     with torch.cuda.graph(graph):
-                        self._step_(net, buf, noise, generator, None, None)
+                        self._step_(net, buf, noise, work, generator, None, None)
                     entry["graph"] = graph
             if callback is not None and (t % callback_every == 0 or t == steps):
                 callback(t, steps, buf.clone())

@@ -156,18 +156,20 @@ class EnergyNet(nn.Module):
         for conv in self.convs[: self.depth]:
             inputs.append(h)
             h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding).relu_()
+        # The ReLU maps are >= 0, so sign() turns each, in place, into its 0/1 activation pattern
+        # once it is no longer needed as a value: no new buffers in the top-down pass.
         if self.top == "sum":
             f = h.sum(dim=(1, 2, 3))
-            g = torch.sign(h)  # d f / d (top pre-activation): 1 where the ReLU is on (h >= 0 here)
+            g = h.sign_()  # d f / d (top pre-activation): 1 where the ReLU is on
         else:
             w, b = self.heads[self.depth - 1], self.head_biases[self.depth - 1]
             w = w.to(h.dtype)
             f = (h * w).sum(dim=(1, 2, 3)) + b
-            g = torch.ops.aten.threshold_backward(w.expand_as(h), h, 0)
+            g = h.sign_().mul_(w)
         for i in range(self.depth - 1, -1, -1):
             g = conv_input_grad(g, self.convs[i], inputs[i].shape[-2:])
             if i > 0:  # through the ReLU of the layer below: zero where it was off
-                g = torch.ops.aten.threshold_backward(g, inputs[i], 0)
+                g = g.mul_(inputs[i].sign_())
         return f, g
 
 
