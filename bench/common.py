@@ -176,11 +176,11 @@ def learning_iteration_flops(layers, size: tuple[int, int], depth: int, n_chains
 def matmul_peak(device: torch.device, repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The machine's measured dense float32 throughput, at the current thread count.
 
-    Two probes, the better of which is the peak: square ``torch.mm`` (BLAS: MKL on x86 CPUs,
-    cuBLAS on GPUs) and a large 3 x 3 convolution (oneDNN / cuDNN implicit GEMM; on AMD CPUs MKL's
-    sgemm does not use the full AVX-512 width and oneDNN's kernels measure up to 2x faster, so the
-    sgemm figure alone would flatter every convolution measured against it). Best of
-    ``repeats`` each: a peak is what the machine can do, so load only ever lowers it.
+    Probes, the best of which is the peak: square ``torch.mm`` (BLAS: MKL on x86 CPUs, cuBLAS on
+    GPUs) and large 3 x 3 convolutions (oneDNN / cuDNN implicit GEMM; on AMD CPUs MKL's sgemm does
+    not use the full AVX-512 width and oneDNN's kernels measure up to 2x faster, so the sgemm
+    figure alone would flatter every convolution measured against it). Best of ``repeats`` each:
+    a peak is what the machine can do, so load only ever lowers it.
     """
     results: dict[str, Any] = {"probes": {}}
     sizes = (1024, 2048) if device.type == "cpu" else (4096, 8192)
@@ -198,14 +198,18 @@ def matmul_peak(device: torch.device, repeats: int = 5, dtype: torch.dtype = tor
         flops = 2 * n**3 * reps
         results["probes"][f"mm{n}"] = {"gflops_best": flops / t.best / 1e9, "gflops_median": flops / t.median / 1e9,
                                        "load_avg_1m": t.loads}
-    side, ch = (64, 256) if device.type == "cpu" else (128, 512)
-    x = torch.randn(4 if device.type == "cpu" else 32, ch, side, side, device=device, dtype=dtype)
-    w = torch.randn(ch, ch, 3, 3, device=device, dtype=dtype)
-    with torch.no_grad():
-        t = interleaved({"conv": lambda: torch.nn.functional.conv2d(x, w, padding=1)}, device, repeats)["conv"]
-    flops = 2 * x.shape[0] * ch * ch * 9 * side * side
-    results["probes"]["conv3x3"] = {"gflops_best": flops / t.best / 1e9, "gflops_median": flops / t.median / 1e9,
-                                    "load_avg_1m": t.loads}
+    # implicit-GEMM convolutions whose output is small next to their work (a fresh output buffer
+    # page-faults on the CPU, which would understate the peak)
+    shapes = ([(4, 256, 64), (1, 256, 64), (1, 512, 32)] if device.type == "cpu" else
+              [(32, 512, 128), (64, 256, 128)])
+    for n, ch, side in shapes:
+        x = torch.randn(n, ch, side, side, device=device, dtype=dtype)
+        w = torch.randn(ch, ch, 3, 3, device=device, dtype=dtype)
+        with torch.no_grad():
+            t = interleaved({"conv": lambda: torch.nn.functional.conv2d(x, w, padding=1)}, device, repeats)["conv"]
+        flops = 2 * n * ch * ch * 9 * side * side
+        results["probes"][f"conv3x3 {n}x{ch}@{side}"] = {
+            "gflops_best": flops / t.best / 1e9, "gflops_median": flops / t.median / 1e9, "load_avg_1m": t.loads}
     best = max(results["probes"].items(), key=lambda kv: kv[1]["gflops_best"])
     results["peak_gflops"] = best[1]["gflops_best"]
     results["peak_probe"] = best[0]

@@ -72,7 +72,9 @@ def agreement(model: GenerativeModel, ref: ReferenceNet, x0: torch.Tensor, steps
     return float((a - b).abs().max() / a.abs().max())
 
 
-def run_case(case: dict[str, Any], device: torch.device, repeats: int, peak: float, budget_s: float) -> dict[str, Any]:
+def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: dict[str, Any],
+             budget_s: float) -> dict[str, Any]:
+    peak = peaks["peak_gflops"]
     model = _model(case["preset"], case["size"], case["chains"], device)
     p, net = model.preset, model.net
     ref = ReferenceNet(net)
@@ -103,6 +105,7 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peak: flo
         }
         row["peak_fraction_best"] = row["gflops_best"] / peak
         row["peak_fraction_median"] = row["gflops_median"] / peak
+        row["sgemm_fraction_best"] = row["gflops_best"] / peaks["sgemm_gflops"]
         if name != "reference":
             row["speedup_vs_reference"] = common.paired_ratio(t["reference"], timing)
         out["variants"][name] = row
@@ -164,11 +167,11 @@ def run(device: torch.device, threads: list[int], quick: bool) -> dict[str, Any]
     for n_threads in threads if device.type == "cpu" else [torch.get_num_threads()]:
         torch.set_num_threads(n_threads)
         common.log(f"langevin: {n_threads} thread(s): matmul peak")
-        peak = common.matmul_peak(device, repeats=3 if quick else 7)
+        peak = common.matmul_peak(device, repeats=5 if quick else 9)
         entry: dict[str, Any] = {"threads": n_threads, "peak": peak, "cases": [], "learning": []}
         for case in cases(device, quick):
             common.log(f"langevin: {n_threads} thread(s): {case['name']} sampling")
-            entry["cases"].append(run_case(case, device, repeats, peak["peak_gflops"], 25 if quick else 120))
+            entry["cases"].append(run_case(case, device, repeats, peak, 25 if quick else 120))
             if "chains" in case and case["chains"] == get_preset(case["preset"]).n_chains:
                 common.log(f"langevin: {n_threads} thread(s): {case['name']} learning iterations")
                 entry["learning"].append(run_learning(case, device, 3 if quick else 7, 20 if quick else 90))

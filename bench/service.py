@@ -210,7 +210,8 @@ async def _status_load(url: str, path: str, clients: int, max_requests: int, max
             "max_ms": max(latencies) * 1e3, "load_avg_1m": round(os.getloadavg()[0], 2),
             # where the time went: CPU seconds per wall second of the load generator (this
             # process, httpx) and of the API server; on 2 shared cores both compete
-            "client_cpu_per_s": client_cpu / elapsed, "server_cpu_per_s": server_cpu / elapsed}
+            "client_cpu_per_s": client_cpu / elapsed, "server_cpu_per_s": server_cpu / elapsed,
+            "server_cpu_ms_per_request": 1e3 * server_cpu / max(1, len(latencies))}
 
 
 def _cpu_seconds(pids: list[int]) -> float:
