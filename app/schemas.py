@@ -10,10 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from service.db import Dataset, Job, TrainedModel
-from service.jobs import TERMINAL, JobKind, JobStatus
+from service.db import Dataset, TrainedModel
+# The job document is built in the service layer, so that a worker can POST the very same document
+# to a webhook; the API answers with it as it is.
+from service.jobdoc import JobOut, JobProgress, WebhookAttempt, WebhookDeliveryOut, WebhookOut  # noqa: F401
+from service.webhooks import EVENTS, MAX_URL, BadWebhook, check_url
+
+from .problems import invalid
 
 MAX_SAMPLES = 64
 MAX_SIZE = 1024
@@ -46,6 +51,54 @@ class DatasetOut(BaseModel):
             links={"self": f"/v1/datasets/{d.id}",
                    "images": [f"/v1/datasets/{d.id}/images/{k}.png" for k in range(d.image_count)]},
         )
+
+
+# ---- webhooks ------------------------------------------------------------------------------
+class WebhookIn(BaseModel):
+    """Where to POST the job document (signed: X-GCN-Signature) when the job ends, and while it
+    runs if ``progress`` is asked for. Loopback and private addresses are refused unless the
+    server allows them (GCN_WEBHOOK_ALLOW_PRIVATE)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=MAX_URL, pattern=r"^https?://", description="An http:// or https:// URL.")
+    events: list[Literal["completed", "progress"]] = Field(
+        default_factory=lambda: ["completed"], min_length=1, max_length=2,
+        description="completed: once, when the job succeeds, fails or is canceled (retried until delivered); "
+                    "progress: while it runs, at most one per GCN_WEBHOOK_PROGRESS_INTERVAL s (best effort).")
+    _fields: dict[str, str] = PrivateAttr(default_factory=lambda: {"url": "webhook.url", "events": "webhook.events"})
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            return check_url(value)
+        except BadWebhook as e:
+            raise ValueError(str(e)) from None
+
+    def field(self, part: str) -> str:
+        """The request field that carried ``part`` (url or events), for error messages."""
+        return self._fields.get(part, f"webhook.{part}")
+
+    @classmethod
+    def from_form(cls, url: Optional[str], events: Optional[str]) -> Optional["WebhookIn"]:
+        """From the multipart fields ``webhook_url`` and ``webhook_events`` (comma-separated);
+        None when neither was sent; 422 naming the field otherwise."""
+        if not url and not events:
+            return None
+        if not url:
+            raise invalid("webhook_url", "required when webhook_events is given")
+        names = [e.strip() for e in (events or "").split(",") if e.strip()] or ["completed"]
+        for e in names:
+            if e not in EVENTS:
+                raise invalid("webhook_events", f"{e!r} is not an event; use {' and/or '.join(EVENTS)}")
+        try:
+            check_url(url)
+        except BadWebhook as e:
+            raise invalid("webhook_url", str(e)) from None
+        hook = cls.model_construct(url=url, events=names)
+        hook._fields = {"url": "webhook_url", "events": "webhook_events"}
+        return hook
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -104,6 +157,7 @@ class ModelCreate(BaseModel):
     dataset_id: str = Field(max_length=64, description="The dataset to learn from.")
     preset: str = Field("texture-fast", max_length=64, description="A preset name (GET /v1/presets).")
     overrides: PresetOverrides = Field(default_factory=PresetOverrides)
+    webhook: Optional[WebhookIn] = Field(None, description="POST the job document here when the job ends.")
 
 
 class CurvePoint(BaseModel):
@@ -154,64 +208,10 @@ class SampleCreate(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Same seed, same images.")
     init: Optional[Literal["zeros", "noise", "persistent"]] = Field(
         None, description="Where chains start (default: the model's own choice).")
+    webhook: Optional[WebhookIn] = Field(None, description="POST the job document here when the job ends.")
 
 
 # ---- jobs ----------------------------------------------------------------------------------
-class JobProgress(BaseModel):
-    step: int
-    total: int
-    fraction: float = Field(ge=0, le=1)
-
-
-class JobOut(BaseModel):
-    id: str
-    kind: JobKind
-    status: JobStatus
-    progress: JobProgress
-    eta_seconds: Optional[float] = Field(None, description="Estimated seconds left, as of updated_at.")
-    metrics: dict[str, Any] = Field(description="Learning: gap (energy gap), f_obs, f_syn, stage, lr; sampling: init, size.")
-    error: Optional[str] = None
-    cancel_requested: bool
-    params: dict[str, Any]
-    result: dict[str, Any]
-    attempts: int
-    dataset_id: Optional[str] = None
-    model_id: Optional[str] = None
-    created_at: datetime
-    updated_at: datetime
-    started_at: Optional[datetime] = None
-    finished_at: Optional[datetime] = None
-    links: dict[str, Any]
-
-    @classmethod
-    def of(cls, j: Job) -> "JobOut":
-        base = f"/v1/jobs/{j.id}"
-        links: dict[str, Any] = {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel"}
-        if j.kind == JobKind.learn.value:
-            if j.has_preview:
-                links["preview"] = f"{base}/preview.png"
-            if j.status == JobStatus.succeeded.value and j.model_id:
-                links["model"] = f"/v1/models/{j.model_id}"
-                links["weights"] = f"/v1/models/{j.model_id}/weights"
-        elif j.status == JobStatus.succeeded.value:
-            links["images"] = [f"{base}/images/{k}.png" for k in range(int(j.result.get("images", 0)))]
-            links["grid"] = f"{base}/grid.png"
-        if j.model_id and j.kind != JobKind.learn.value:
-            links["model"] = f"/v1/models/{j.model_id}"
-        if j.dataset_id:
-            links["dataset"] = f"/v1/datasets/{j.dataset_id}"
-        total = max(j.total, 0)
-        fraction = 1.0 if j.status == JobStatus.succeeded.value else (min(j.step / total, 1.0) if total else 0.0)
-        return cls(
-            id=j.id, kind=JobKind(j.kind), status=JobStatus(j.status),
-            progress=JobProgress(step=j.step, total=total, fraction=fraction),
-            eta_seconds=None if j.status in TERMINAL else j.eta_seconds, metrics=j.metrics or {}, error=j.error,
-            cancel_requested=j.cancel_requested, params=j.params or {}, result=j.result or {}, attempts=j.attempts,
-            dataset_id=j.dataset_id, model_id=j.model_id, created_at=j.created_at, updated_at=j.updated_at,
-            started_at=j.started_at, finished_at=j.finished_at, links=links,
-        )
-
-
 class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: Optional[str] = Field(None, description="Pass as ?cursor= for the next page; null on the last.")

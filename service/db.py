@@ -23,7 +23,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, Index, Integer, String, 
                         text)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 
@@ -118,6 +118,42 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
     finished_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+    # {"url": ..., "events": ["completed", "progress"]}: where to POST the job document (None: nowhere)
+    webhook: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    # Its webhook deliveries, oldest first, loaded with the job (an extra indexed query per load).
+    deliveries: Mapped[list["WebhookDelivery"]] = relationship(
+        primaryjoin="Job.id == foreign(WebhookDelivery.job_id)", viewonly=True, lazy="selectin",
+        order_by=lambda: (WebhookDelivery.created_at, WebhookDelivery.id),
+    )
+
+
+class WebhookDelivery(Base):
+    """The outbox: one webhook POST to make (or made). A ``completed`` row is written in the same
+    transaction as its job's ending, a ``progress`` row with a progress write, so a crash between
+    the two cannot lose it; a sender leases a due row (``leased_until``, ``lease_token``), POSTs
+    ``payload`` and records the outcome (service/webhooks.py). Rows outlive their job's row until
+    they are finished (the payload is a snapshot of the job document)."""
+
+    __tablename__ = "gcn_webhook_deliveries"
+    __table_args__ = (Index("ix_gcn_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    event: Mapped[str] = mapped_column(String(16))  # completed | progress
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Optional[str]] = mapped_column(Text, nullable=True, deferred=True)  # the body, JSON text
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # of the last attempt
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)  # of the last attempt
+    log: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{attempt, at, response_status, error, duration_ms}]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+    next_attempt_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)  # None unless pending
+    delivered_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+    leased_until: Mapped[Optional[datetime]] = mapped_column(nullable=True)  # a sender is on it until then
+    lease_token: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
 
 
 class ApiKey(Base):
@@ -222,6 +258,7 @@ class Database:
             try:
                 Base.metadata.create_all(self.engine)
                 self._add_missing_columns()
+                self._checkpoint()
                 return
             except (IntegrityError, ProgrammingError, OperationalError):
                 if attempt == 4:
@@ -244,6 +281,18 @@ class Database:
                 for index in table.indexes:
                     if column.name in [c.name for c in index.columns]:
                         index.create(engine, checkfirst=True)
+
+    def _checkpoint(self) -> None:
+        """SQLite: fold the schema statements' write-ahead log into the database file and empty
+        it (each DDL statement commits on its own, so the log would otherwise keep a copy of
+        every page they touched until the next automatic checkpoint). Best effort."""
+        if not self.is_sqlite:
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except OperationalError:
+            pass
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -9,6 +9,10 @@ Two rules keep concurrent writers (API, workers, reconciler) honest without lock
 - everyone else changes a job only from the ``version`` it read (optimistic locking), so two
   reconcilers or a reconciler and a late worker cannot both win.
 
+Every ending of a job (``finish``, ``request_cancel`` of a queued job, ``fail_unsent``,
+``claim`` giving up or canceling, ``end_orphan``) also writes, in the same transaction, the
+``completed`` webhook delivery of a job that has a webhook (the outbox: ``service/webhooks.py``).
+
 Nothing here knows about Celery or HTTP.
 """
 
@@ -250,12 +254,13 @@ class JobStore:
     # ---- API-side transitions --------------------------------------------------------------
     def create(self, kind: JobKind, params: dict[str, Any], *, dataset_id: Optional[str] = None,
                model_id: Optional[str] = None, job_id: Optional[str] = None, total: int = 0,
-               api_key_id: Optional[str] = None) -> Job:
+               api_key_id: Optional[str] = None, webhook: Optional[dict[str, Any]] = None) -> Job:
+        """``webhook``: ``{"url": ..., "events": [...]}`` as ``webhooks.admit`` returns it."""
         now = utcnow()
         job = Job(
             id=job_id or new_id(), kind=kind.value, status=JobStatus.queued.value, params=params,
             dataset_id=dataset_id, model_id=model_id, metrics={}, result={}, total=total, api_key_id=api_key_id,
-            created_at=now, updated_at=now,
+            created_at=now, updated_at=now, webhook=webhook,
         )
         self.add(job)
         return job
@@ -288,7 +293,9 @@ class JobStore:
                     updated_at=now, version=Job.version + 1, error="canceled before it started",
                 )
             ).rowcount
-            if not done:
+            if done:
+                _outbox(s, job_id, "completed")
+            else:
                 s.execute(
                     update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value,
                                       Job.cancel_requested.is_(False))
@@ -363,8 +370,11 @@ class JobStore:
         return bool(ok)
 
     def report(self, job_id: str, owner: str, *, step: int, total: int, eta: Optional[float] = None,
-               metrics: Optional[dict[str, Any]] = None, preview: bool = False) -> None:
-        """Progress from the owning worker; raises ``JobLost`` when it no longer owns the job."""
+               metrics: Optional[dict[str, Any]] = None, preview: bool = False,
+               webhook_event: bool = False) -> Optional[str]:
+        """Progress from the owning worker; raises ``JobLost`` when it no longer owns the job.
+        ``webhook_event``: also write a ``progress`` webhook delivery (if the job asked for them)
+        in the same transaction; its id is returned."""
         now = utcnow()
         values: dict[str, Any] = dict(step=step, total=total, eta_seconds=eta, heartbeat_at=now,
                                       updated_at=now, version=Job.version + 1)
@@ -372,16 +382,21 @@ class JobStore:
             values["metrics"] = metrics
         if preview:
             values["has_preview"] = True
+        delivery = None
         with self.db.session() as s:
             ok = s.execute(self._owned(job_id, owner).values(**values)).rowcount
+            if ok and webhook_event:
+                delivery = _outbox(s, job_id, "progress")
             s.commit()
         if not ok:
             raise JobLost(job_id)
+        return delivery
 
     def finish(self, job_id: str, owner: str, status: JobStatus, *, result: Optional[dict[str, Any]] = None,
                error: Optional[str] = None, rows: Iterable[Base] = ()) -> bool:
-        """End an owned job; ``rows`` (a new model) are written in the same transaction, so a
-        model exists exactly when its job succeeded."""
+        """End an owned job; ``rows`` (a new model) and the job's webhook delivery are written in
+        the same transaction, so a model exists exactly when its job succeeded, and an ending is
+        never without its delivery."""
         now = utcnow()
         values: dict[str, Any] = dict(status=status.value, finished_at=now, updated_at=now, eta_seconds=None,
                                       version=Job.version + 1)
@@ -393,6 +408,7 @@ class JobStore:
             ok = s.execute(self._owned(job_id, owner).values(**values)).rowcount
             if ok:
                 s.add_all(list(rows))
+                _outbox(s, job_id, "completed")
             s.commit()
         return bool(ok)
 
@@ -425,8 +441,17 @@ class JobStore:
         with self.db.session() as s:
             ok = s.execute(query.values(status=status.value, error=error, finished_at=now, updated_at=now,
                                         version=Job.version + 1)).rowcount
+            if ok:
+                _outbox(s, job_id, "completed")
             s.commit()
         return bool(ok)
+
+
+def _outbox(s, job_id: str, event: str) -> Optional[str]:
+    """The job's webhook delivery of ``event``, in the caller's transaction (if it has one)."""
+    from .webhooks import enqueue  # webhooks -> jobdoc -> this module
+
+    return enqueue(s, job_id, event)
 
 
 def thin_curve(history: list[dict[str, Any]], limit: int = 500) -> list[dict[str, Any]]:

@@ -77,6 +77,29 @@ class Settings(BaseSettings):
     )
     cleanup_interval: float = Field(600.0, gt=0, description="Seconds between cleanup passes in each worker.")
 
+    # ---- webhooks (service/webhooks.py) --------------------------------------------------
+    webhook_secret: str = Field(
+        "", repr=False,
+        description="HMAC-SHA256 key that signs webhook POSTs (X-GCN-Signature); empty: generated once and kept in "
+                    "DATA_DIR/webhook-secret. Set it explicitly when workers do not share the data folder.",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhook URLs on loopback, private, link-local and other non-public addresses (refused "
+                    "by default: a server-side request forgery risk). Development and tests only.",
+    )
+    webhook_timeout: float = Field(5.0, gt=0, le=60, description="Seconds one webhook POST may take.")
+    webhook_max_attempts: int = Field(
+        15, ge=1, le=50, description="POSTs of a completed event before its delivery fails (progress events: one).",
+    )
+    webhook_backoff: float = Field(5.0, gt=0, description="Seconds before the first retry; doubles each time (with jitter).")
+    webhook_backoff_max: float = Field(3600.0, gt=0, description="Longest wait between two attempts.")
+    webhook_progress_interval: float = Field(
+        5.0, gt=0, description="At most one progress event per job per this many seconds (when asked for).",
+    )
+    webhook_poll_interval: float = Field(2.0, gt=0, description="How often a worker's sender looks for due deliveries.")
+    webhook_concurrency: int = Field(4, ge=1, le=64, description="POSTs one worker's sender makes at once.")
+
     @model_validator(mode="after")
     def _derive(self) -> "Settings":
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -84,6 +107,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'jobs.db'}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if self.webhook_secret and len(self.webhook_secret) < 16:
+            raise ValueError("webhook_secret: use at least 16 characters (e.g. `openssl rand -hex 32`)")
         return self
 
     @property

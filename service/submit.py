@@ -39,9 +39,11 @@ class TooManyJobs(RuntimeError):
 
 def submit(store: JobStore, queue: JobQueue, kind: JobKind, params: dict[str, Any], *,
            dataset_id: Optional[str] = None, model_id: Optional[str] = None, job_id: Optional[str] = None,
-           total: int = 0, api_key_id: Optional[str] = None, max_queued: Optional[int] = None) -> Job:
+           total: int = 0, api_key_id: Optional[str] = None, max_queued: Optional[int] = None,
+           webhook: Optional[dict[str, Any]] = None) -> Job:
+    """``webhook``: ``{"url", "events"}`` from ``webhooks.admit`` (checked by the caller)."""
     job = store.create(kind, params, dataset_id=dataset_id, model_id=model_id, job_id=job_id, total=total,
-                       api_key_id=api_key_id)
+                       api_key_id=api_key_id, webhook=webhook)
     if max_queued is not None:
         queued = store.active_counts(api_key_id)["queued"]
         if queued > max_queued:

@@ -8,6 +8,10 @@
 - A heartbeat thread stamps the row every ``GCN_HEARTBEAT_INTERVAL`` seconds even while the main
   thread is inside one long step, so the reconciler can tell a slow job from a dead worker.
 - Every write is guarded by ownership; when the job was taken away (``JobLost``), the task stops.
+- Webhooks: a job that asked for ``progress`` events gets one written with a progress write at
+  most once per ``GCN_WEBHOOK_PROGRESS_INTERVAL`` seconds (a row in the outbox, nothing more: this
+  process's sender thread POSTs it); the ending writes the ``completed`` one (``JobStore.finish``).
+  The training thread never waits for a receiver.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Optional
 
 from models import Cancelled
 from service.db import Job, TrainedModel
+from service import webhooks
 from service.jobs import JobLost, JobStatus
 from service.settings import Settings
 
@@ -38,6 +43,9 @@ class JobRun:
         self._last_report = 0.0
         self._last_cancel_check = time.monotonic()
         self._pending: Optional[dict[str, Any]] = None
+        hook = job.webhook or {}
+        self._progress_events = bool(hook.get("url")) and "progress" in (hook.get("events") or [])
+        self._last_progress_event: Optional[float] = None
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -85,18 +93,28 @@ class JobRun:
     def flush(self) -> None:
         """Write the latest progress now (always done at the end of a job)."""
         if self._pending is not None:
-            self.store.report(self.id, self.owner, **self._pending)
+            now = time.monotonic()
+            event = self._progress_events and (self._last_progress_event is None or
+                                               now - self._last_progress_event >= self.settings.webhook_progress_interval)
+            if self.store.report(self.id, self.owner, **self._pending, webhook_event=event):
+                self._last_progress_event = now
+                webhooks.wake()
             self._pending = None
-            self._last_report = time.monotonic()
+            self._last_report = now
 
     # ---- endings ---------------------------------------------------------------------------
     def succeed(self, result: dict[str, Any], model: Optional[TrainedModel] = None) -> bool:
         self.flush()
-        return self.store.finish(self.id, self.owner, JobStatus.succeeded, result=result,
-                                 rows=[model] if model is not None else [])
+        return self._ended(self.store.finish(self.id, self.owner, JobStatus.succeeded, result=result,
+                                             rows=[model] if model is not None else []))
 
     def fail(self, reason: str) -> bool:
-        return self.store.finish(self.id, self.owner, JobStatus.failed, error=reason)
+        return self._ended(self.store.finish(self.id, self.owner, JobStatus.failed, error=reason))
 
     def canceled(self) -> bool:
-        return self.store.finish(self.id, self.owner, JobStatus.canceled, error="canceled")
+        return self._ended(self.store.finish(self.id, self.owner, JobStatus.canceled, error="canceled"))
+
+    @staticmethod
+    def _ended(ok: bool) -> bool:
+        webhooks.wake()  # the completed event (if any) is in the outbox: send it now, not at the next poll
+        return ok

@@ -19,6 +19,7 @@ from celery.exceptions import Reject
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from models import Cancelled, CheckpointError, ImageError, NumericalError, PresetError
+from service import webhooks
 from service.artifacts import keys
 from service.auth import KeyStore
 from service.jobs import JobKind, JobLost, worker_identity
@@ -69,6 +70,7 @@ def execute(runtime: Runtime, job_id: str) -> str:
         return "deferred"
     if claim.job is None:
         log.info("job %s not run: %s", job_id, claim.reason)
+        webhooks.wake()  # a claim that canceled or failed the job wrote its completed event
         return f"skipped: {claim.reason}"
     job = claim.job
     log.info("job %s (%s) started, attempt %d", job.id, job.kind, job.attempts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, File, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 
 from service.artifacts import keys, png_bytes
@@ -16,11 +16,12 @@ from service.jobs import BadCursor, JobKind, new_id
 from service.limits import TooBig, check as check_memory
 from service.presets import PresetProblem, resolve
 from service.submit import BrokerUnavailable, TooManyJobs, submit
+from service.webhooks import MAX_URL, BadWebhook, admit
 
 from ..deps import ServicesDep
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
 from ..problems import NotFound, NotReady, Problem, invalid, responses
-from ..schemas import JobOut, ModelCreate, ModelOut, ModelPage, SampleCreate
+from ..schemas import JobOut, ModelCreate, ModelOut, ModelPage, SampleCreate, WebhookIn
 from ..security import PrincipalDep
 from .datasets import check_quota, read_bytes, upload_problem, visible_dataset
 
@@ -61,15 +62,23 @@ def ready_model(services, principal: Principal, model_id: str) -> TrainedModel:
     raise NotFound("model", model_id)
 
 
-def start(services, principal: Principal, kind: JobKind, params: dict, **kw):
-    """Submit a job for this principal within its limits: 429 / 503 problems otherwise."""
+def start(services, principal: Principal, kind: JobKind, params: dict, *, webhook: Optional[WebhookIn] = None, **kw):
+    """Submit a job for this principal within its limits: 429 / 503 problems otherwise.
+    ``webhook``: from the request body (or ``WebhookIn.from_form``); a 422 naming its field when
+    the server refuses it (e.g. a private address)."""
     settings = services.settings
+    hook = None
+    if webhook is not None:
+        try:
+            hook = admit(webhook.url, webhook.events, allow_private=settings.webhook_allow_private)
+        except BadWebhook as e:
+            raise invalid(webhook.field(e.part), str(e)) from None
     limit = None
     if principal.key_id is not None:
         limit = principal.max_queued_jobs if principal.max_queued_jobs is not None else settings.max_queued_jobs
     try:
         return submit(services.store, services.queue, kind, params, api_key_id=principal.key_id,
-                      max_queued=limit, **kw)
+                      max_queued=limit, webhook=hook, **kw)
     except TooManyJobs as e:
         raise too_many(e) from None
     except BrokerUnavailable as e:
@@ -102,7 +111,7 @@ def create_model(body: ModelCreate, services: ServicesDep, principal: PrincipalD
         model_id = new_id()
         params = {"preset": body.preset, "overrides": overrides, "iterations": preset.total_iterations}
         job = start(services, principal, JobKind.learn, params, dataset_id=dataset.id, model_id=model_id,
-                    total=preset.total_iterations)
+                    total=preset.total_iterations, webhook=body.webhook)
         return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
 
 
@@ -167,9 +176,9 @@ def create_samples(model_id: str, body: SampleCreate, services: ServicesDep, pri
                              batch_field="n")
             except TooBig as e:
                 raise invalid(e.field, str(e)) from None
-        params = body.model_dump()
+        params = body.model_dump(exclude={"webhook"})
         steps = body.steps if body.steps is not None else int((m.config or {}).get("sample_steps", 0))
-        job = start(services, principal, JobKind.sample, params, model_id=m.id, total=steps)
+        job = start(services, principal, JobKind.sample, params, model_id=m.id, total=steps, webhook=body.webhook)
         return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
 
 
@@ -180,14 +189,22 @@ def create_reconstruction(
     model_id: str,
     image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image (decided by content).")],
     services: ServicesDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None,
+    webhook_url: Annotated[Optional[str], Form(max_length=MAX_URL, description=(
+        "POST the job document here when the job ends (http:// or https://)."))] = None,
+    webhook_events: Annotated[Optional[str], Form(max_length=64, description=(
+        "Comma-separated: completed (the default) and/or progress."))] = None,
 ):
     settings = services.settings
     try:
         data = read_bytes(image, field="image", label="image", max_bytes=settings.max_upload_bytes)
     except UploadError as e:
         raise upload_problem(e) from None
+    webhook = WebhookIn.from_form(webhook_url, webhook_events)
+    content = {"image": file_digest(data)}
+    if webhook is not None:
+        content["webhook"] = {"url": webhook.url, "events": webhook.events}
     with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/reconstructions",
-                    {"image": file_digest(data)}, settings.idempotency_ttl) as idem:
+                    content, settings.idempotency_ttl) as idem:
         if idem.replay is not None:
             return idem.replay
         m = ready_model(services, principal, model_id)
@@ -204,7 +221,7 @@ def create_reconstruction(
         services.usage.add(len(encoded))
         try:
             job = start(services, principal, JobKind.reconstruct, {"width": decoded.width, "height": decoded.height},
-                        model_id=m.id, job_id=job_id, total=1)
+                        model_id=m.id, job_id=job_id, total=1, webhook=webhook)
         except Problem:
             services.artifacts.delete_tree(keys.job(job_id))
             raise
