@@ -190,6 +190,7 @@ class ModelOut(BaseModel):
             learning_curve=[CurvePoint(**p) for p in m.curve],
             links={"self": f"/v1/models/{m.id}", "weights": f"/v1/models/{m.id}/weights",
                    "samples": f"/v1/models/{m.id}/samples", "reconstructions": f"/v1/models/{m.id}/reconstructions",
+                   "inpaintings": f"/v1/models/{m.id}/inpaintings",
                    "job": f"/v1/jobs/{m.job_id}"},
         )
 

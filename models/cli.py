@@ -1,4 +1,4 @@
-"""The science half of the `gcn` command line: train, sample, reconstruct, presets, eval, info.
+"""The science half of the `gcn` command line: train, sample, reconstruct, inpaint, presets, eval, info.
 
 Runs with no server at all. Every failure is one line on stderr and a non-zero exit (1 for a
 run that failed, 2 for a bad command line); nothing here prints a traceback to a user.
@@ -182,6 +182,42 @@ def reconstruct(
         typer.echo(f"wrote {out}")
     except _known_errors() as e:
         fail(str(e))
+
+
+@app.command()
+def inpaint(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    image: Path = typer.Argument(..., help="The image to recover (its original, when known, gives the error)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for observed.png, recovered.png, original.png, grid.png."),
+    mask: Optional[Path] = typer.Option(None, help="Mask image: white = missing pixels to fill in."),
+    drop: Optional[float] = typer.Option(None, help="Instead of a mask: drop this fraction of pixels at random."),
+    size: Optional[int] = typer.Option(None, min=8, max=4096, help="Side in pixels (textures: any size)."),
+    steps: Optional[int] = typer.Option(None, min=0, max=100000, help="Langevin steps (default: the preset's)."),
+    noise: bool = typer.Option(True, "--noise/--no-noise", help="Langevin with noise, or noise-free gradient steps."),
+    init: Optional[str] = typer.Option(None, help="Start of the missing pixels: noise, mean or blur."),
+    seed: int = typer.Option(0, help="Seed of the random mask and of the Langevin noise."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N."),
+) -> None:
+    """Recover missing pixels by Langevin dynamics on them alone, the known pixels clamped;
+    prints the error on the missing pixels beside the mean and blur fills (JSON)."""
+    from . import checkpoint
+    from .inpaint import inpaint_image
+    from .transforms import make_grid
+
+    if (mask is None) == (drop is None):
+        fail("give either --mask MASK.png or --drop FRACTION", 2)
+    try:
+        model, _ = checkpoint.load(model_path, _device(device))
+        result = inpaint_image(model, str(image), mask=str(mask) if mask else None, drop=drop, size=size,
+                               steps=steps, noise=noise, init=init, seed=seed)
+        out.mkdir(parents=True, exist_ok=True)
+        result.observed.save(out / "observed.png")
+        result.recovered.save(out / "recovered.png")
+        result.original.save(out / "original.png")
+        make_grid(result.images(), columns=3).save(out / "grid.png")
+    except _known_errors() as e:
+        fail(str(e))
+    typer.echo(json.dumps({"missing_fraction": result.missing_fraction, **result.errors}, indent=2))
 
 
 @app.command()

@@ -71,6 +71,10 @@ class keys:
     def job_input(job_id: str) -> str:
         return f"jobs/{_id(job_id)}/input.png"
 
+    @staticmethod
+    def job_mask(job_id: str) -> str:
+        return f"jobs/{_id(job_id)}/mask.png"
+
 
 class ArtifactStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...

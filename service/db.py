@@ -96,7 +96,7 @@ class Job(Base):
     __table_args__ = (Index("ix_gcn_jobs_created", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), index=True)  # learn | sample | reconstruct
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # learn | sample | reconstruct | inpaint
     status: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | succeeded | failed | canceled
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     dataset_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)

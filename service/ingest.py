@@ -56,6 +56,14 @@ def describe(data: bytes) -> str:
     return "not an image in a format we accept"
 
 
+def as_grey_mask(img: Image.Image) -> Image.Image:
+    """A mask image as greyscale, with transparent pixels composited on black (kept pixels)."""
+    if img.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return open_image(img).convert("L")
+
+
 @dataclass
 class UploadError(Exception):
     """Why one uploaded file was refused; ``status`` is the HTTP status it maps to."""
@@ -68,9 +76,11 @@ class UploadError(Exception):
         return self.message
 
 
-def decode_image(data: bytes, *, field: str, label: str, max_bytes: int, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, *, field: str, label: str, max_bytes: int, max_pixels: int,
+                 as_mask: bool = False) -> Image.Image:
     """One upload -> an RGB image, or ``UploadError`` (413 too large, 415 not PNG/JPEG/WebP by
-    content, 422 empty, damaged, truncated, too small or too many pixels)."""
+    content, 422 empty, damaged, truncated, too small or too many pixels). ``as_mask``: a
+    greyscale image instead, transparent pixels black (an inpainting mask: white = missing)."""
     if len(data) > max_bytes:
         raise UploadError(413, field, f"{label} is {len(data)} bytes; the limit is {max_bytes} bytes per file")
     if not data:
@@ -103,7 +113,7 @@ def decode_image(data: bytes, *, field: str, label: str, max_bytes: int, max_pix
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
-            return open_image(img)
+            return as_grey_mask(img) if as_mask else open_image(img)
     except Exception as e:  # truncated data, bad Huffman tables, zlib errors, oversized text chunks, ...
         kind = "truncated" if "truncated" in str(e).lower() else "damaged"
         raise UploadError(422, field, f"{label} is a {kind} {fmt} file ({e.__class__.__name__})") from None

@@ -47,6 +47,7 @@ class JobKind(str, Enum):
     learn = "learn"
     sample = "sample"
     reconstruct = "reconstruct"
+    inpaint = "inpaint"
 
 
 TERMINAL = frozenset({JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.canceled.value})

@@ -26,6 +26,7 @@ from service.jobs import JobKind, JobLost, worker_identity
 from service.queue import TASK_NAME
 
 from .celery_app import celery
+from .inpaint import run_inpainting
 from .jobrun import JobRun
 from .learn import run_learning
 from .runtime import Runtime, get_runtime
@@ -38,6 +39,7 @@ HANDLERS = {
     JobKind.learn.value: run_learning,
     JobKind.sample.value: run_sampling,
     JobKind.reconstruct.value: run_reconstruction,
+    JobKind.inpaint.value: run_inpainting,
 }
 
 

@@ -230,6 +230,8 @@ async function openModel(id) {
     weights.setAttribute("download", `${m.id}.safetensors`);
     $("#gallery").innerHTML = "";
     $("#recon").innerHTML = "";
+    $("#inpaint").innerHTML = "";
+    $("#inpaint-errors").hidden = true;
     if (m.job_id === state.learnJob && m.learning_curve.length > 1) {
       plotGap(m.learning_curve.map((p) => [p.iteration, p.gap])); // the whole curve, not just the events seen
     }
@@ -315,6 +317,150 @@ async function reconstruct(event) {
   }
 }
 
+// ---- inpainting: an image, a random drop or a painted mask, and the recovery -----------------------
+const mask = { image: null, layer: null, painting: false };
+
+function maskMode() { return document.querySelector("input[name=mask-mode]:checked").value; }
+
+function showMaskEditor() {
+  const drawing = maskMode() === "draw";
+  $("#mask-editor").hidden = !drawing;
+  $("#drop-fraction").disabled = drawing;
+  if (drawing) redrawMask();
+}
+
+// The mask is kept at the image's own size (white = missing, on black), so that the server fits it
+// to the model's size exactly as it fits the image; the visible canvas shows both, scaled.
+async function loadMaskImage(file) {
+  mask.image = null;
+  mask.layer = null;
+  if (!file) return redrawMask();
+  const img = new Image();
+  img.src = URL.createObjectURL(file);
+  await img.decode();
+  mask.image = img;
+  mask.layer = document.createElement("canvas");
+  mask.layer.width = img.naturalWidth;
+  mask.layer.height = img.naturalHeight;
+  clearMask();
+}
+
+function clearMask() {
+  if (!mask.layer) return;
+  const ctx = mask.layer.getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, mask.layer.width, mask.layer.height);
+  redrawMask();
+}
+
+function redrawMask() {
+  const canvas = $("#mask-canvas");
+  const ctx = canvas.getContext("2d");
+  if (!mask.image) {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    return;
+  }
+  canvas.height = Math.round(canvas.width * mask.image.naturalHeight / mask.image.naturalWidth);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(mask.image, 0, 0, canvas.width, canvas.height);
+  // the painted (white) pixels of the mask, shown in translucent red over the image
+  const tint = document.createElement("canvas");
+  tint.width = canvas.width;
+  tint.height = canvas.height;
+  const t = tint.getContext("2d");
+  t.drawImage(mask.layer, 0, 0, tint.width, tint.height);
+  const px = t.getImageData(0, 0, tint.width, tint.height);
+  for (let i = 0; i < px.data.length; i += 4) {
+    const on = px.data[i] >= 128;
+    px.data[i] = 230; px.data[i + 1] = 30; px.data[i + 2] = 30; px.data[i + 3] = on ? 160 : 0;
+  }
+  t.putImageData(px, 0, 0);
+  ctx.drawImage(tint, 0, 0);
+}
+
+function paintAt(event) {
+  if (!mask.layer) return;
+  const canvas = $("#mask-canvas");
+  const box = canvas.getBoundingClientRect();
+  const scale = mask.layer.width / box.width;
+  const x = (event.clientX - box.left) * scale, y = (event.clientY - box.top) * scale;
+  const width = Math.max(1, Number($("#brush").value) * scale * (box.width / canvas.width));
+  const ctx = mask.layer.getContext("2d");
+  const from = mask.last || { x, y };
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = width;
+  ctx.lineCap = "round";
+  ctx.beginPath();
+  ctx.moveTo(from.x, from.y);
+  ctx.lineTo(x, y);
+  ctx.stroke();
+  mask.last = { x, y };
+  redrawMask();
+}
+
+function maskCentre() {
+  if (!mask.layer) return showError("Choose an image first.");
+  const ctx = mask.layer.getContext("2d");
+  const w = mask.layer.width, h = mask.layer.height, side = Math.min(w, h) / 2;
+  ctx.fillStyle = "#fff";
+  ctx.fillRect((w - side) / 2, (h - side) / 2, side, side);
+  redrawMask();
+}
+
+function maskBlob() {
+  return new Promise((resolve) => mask.layer.toBlob(resolve, "image/png"));
+}
+
+function errorRow(name, e) {
+  const tr = document.createElement("tr");
+  for (const text of [name, e.rmse.toFixed(2), e.mae.toFixed(2)]) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    tr.append(td);
+  }
+  return tr;
+}
+
+async function inpaint(event) {
+  event.preventDefault();
+  clearError();
+  const file = $("#inpaint-file").files[0];
+  if (!state.model) return;
+  if (!file) return showError("Choose an image to recover.");
+  const status = $("#inpaint-status");
+  try {
+    const form = new FormData();
+    form.append("image", file, file.name);
+    if (maskMode() === "draw") {
+      if (!mask.layer) await loadMaskImage(file);
+      form.append("mask", await maskBlob(), "mask.png");
+    } else {
+      form.append("drop", $("#drop-fraction").value || "0.5");
+    }
+    form.append("noise", $("#inpaint-noise").checked ? "true" : "false");
+    form.append("seed", $("#inpaint-seed").value || "0");
+    if ($("#inpaint-steps").value) form.append("steps", $("#inpaint-steps").value);
+    const job = await api(`/v1/models/${state.model.id}/inpaintings`, { method: "POST", body: form });
+    const done = await runJob(job, status);
+    const out = $("#inpaint");
+    out.innerHTML = "";
+    for (const [k, name] of done.result.order.entries()) {
+      out.append(figure(await imageURL(done.links.images[k]), name, `${name}-${done.id}.png`));
+    }
+    const e = done.result.errors;
+    const body = $("#inpaint-errors tbody");
+    body.innerHTML = "";
+    body.append(errorRow("model (Langevin)", e), errorRow("blur of the known pixels", e.baselines.blur),
+                errorRow("mean colour", e.baselines.mean));
+    $("#inpaint-errors").hidden = false;
+    status.textContent = `done: ${(100 * done.result.missing_fraction).toFixed(0)} % of the pixels recovered`;
+    refreshLists();
+  } catch (err) {
+    status.textContent = "";
+    showError(err);
+  }
+}
+
 // A plain link cannot send the API key: fetch the weights as a blob, then let the link save it.
 async function downloadWeights(event) {
   event.preventDefault();
@@ -389,6 +535,15 @@ function init() {
   $("#cancel").addEventListener("click", cancelLearning);
   $("#sample-form").addEventListener("submit", sample);
   $("#recon-form").addEventListener("submit", reconstruct);
+  $("#inpaint-form").addEventListener("submit", inpaint);
+  for (const r of document.querySelectorAll("input[name=mask-mode]")) r.addEventListener("change", showMaskEditor);
+  $("#inpaint-file").addEventListener("change", (e) => loadMaskImage(e.target.files[0]).catch(showError));
+  const canvas = $("#mask-canvas");
+  canvas.addEventListener("pointerdown", (e) => { mask.painting = true; mask.last = null; canvas.setPointerCapture(e.pointerId); paintAt(e); });
+  canvas.addEventListener("pointermove", (e) => { if (mask.painting) paintAt(e); });
+  canvas.addEventListener("pointerup", () => { mask.painting = false; mask.last = null; });
+  $("#mask-centre").addEventListener("click", maskCentre);
+  $("#mask-clear").addEventListener("click", clearMask);
   $("#refresh").addEventListener("click", refreshLists);
   $("#weights").addEventListener("click", downloadWeights);
   loadPresets().then(refreshLists).catch(showError);

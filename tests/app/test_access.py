@@ -115,6 +115,8 @@ def resource_requests(o: dict[str, str], brick: bytes) -> list[tuple[str, str, s
         ("POST", "/v1/models/{model_id}/samples", f"/v1/models/{o['model']}/samples", {"json": {"n": 1}}),
         ("POST", "/v1/models/{model_id}/reconstructions", f"/v1/models/{o['model']}/reconstructions",
          {"files": {"image": ("x.png", brick, "image/png")}}),
+        ("POST", "/v1/models/{model_id}/inpaintings", f"/v1/models/{o['model']}/inpaintings",
+         {"files": {"image": ("x.png", brick, "image/png")}, "data": {"drop": "0.5"}}),
         ("GET", "/v1/jobs/{job_id}", f"/v1/jobs/{o['learn']}", {}),
         ("GET", "/v1/jobs/{job_id}/events", f"/v1/jobs/{o['learn']}/events", {}),
         ("GET", "/v1/jobs/{job_id}/preview.png", f"/v1/jobs/{o['learn']}/preview.png", {}),

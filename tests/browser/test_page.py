@@ -147,6 +147,38 @@ def test_upload_learn_watch_sample_download(server, browser, shots, brick64, tmp
     page.wait_for_function("document.querySelectorAll('#recon figure img').length === 2", timeout=60_000)
     page.screenshot(path=shots / "06-reconstruction.png", full_page=True)
 
+    # inpainting: half of the pixels dropped at random, recovered, errors beside the baselines
+    page.set_input_files("#inpaint-file", str(brick))
+    page.fill("#drop-fraction", "0.5")
+    page.fill("#inpaint-steps", "10")
+    page.click("#inpaint-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#inpaint figure img').length === 3", timeout=60_000)
+    page.wait_for_selector("#inpaint-errors:not([hidden])")
+    assert page.locator("#inpaint-errors tbody tr").count() == 3
+    status = page.text_content("#inpaint-status")
+    assert status.startswith("done") and 40 <= int(status.split(":")[1].split("%")[0]) <= 60, status
+    page.screenshot(path=shots / "06b-inpaint-random.png", full_page=True)
+
+    # a painted mask: a stroke with the mouse, then the centre square from the keyboard-friendly button
+    page.check("input[name=mask-mode][value=draw]")
+    page.wait_for_selector("#mask-editor:not([hidden])")
+    box = page.locator("#mask-canvas").bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + 10)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 10, box["y"] + 20, steps=10)
+    page.mouse.up()
+    painted = page.evaluate("""() => { const c = document.querySelector('#mask-canvas');
+        const p = c.getContext('2d').getImageData(c.width / 2, 12, 1, 1).data; return [p[0], p[1], p[2]]; }""")
+    assert painted[0] > painted[1] + 40, painted  # the stroke shows red over the grey brick
+    page.click("#mask-centre")
+    page.evaluate("document.querySelector('#inpaint-status').textContent = ''")
+    page.click("#inpaint-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#inpaint-status').textContent.startsWith('done')",
+                           timeout=60_000)
+    status = page.text_content("#inpaint-status")
+    assert 25 <= int(status.split(":")[1].split("%")[0]) <= 50, status  # the centre quarter plus the stroke
+    page.screenshot(path=shots / "06c-inpaint-mask.png", full_page=True)
+
     # lists show the model and the jobs with their states
     page.click("#refresh")
     page.wait_for_selector("#jobs .status.succeeded")

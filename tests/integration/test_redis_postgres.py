@@ -73,6 +73,18 @@ def test_learn_then_sample_two_96px_pngs(stack, brick64):
     recon = api.wait(r.json()["id"])
     assert recon["status"] == "succeeded" and len(recon["links"]["images"]) == 2
 
+    r = api.http.post(model["links"]["inpaintings"], files={"image": ("b.jpg", buf.getvalue(), "image/jpeg")},
+                      data={"drop": "0.5", "steps": "10", "seed": "2"})
+    assert r.status_code == 202, r.text
+    inpainting = api.wait(r.json()["id"])
+    assert inpainting["status"] == "succeeded", inpainting
+    assert inpainting["result"]["order"] == ["observed", "recovered", "original"]
+    assert 0.4 < inpainting["result"]["missing_fraction"] < 0.6
+    errors = inpainting["result"]["errors"]
+    assert errors["rmse"] > 0 and set(errors["baselines"]) == {"mean", "blur"}
+    recovered = Image.open(io.BytesIO(api.http.get(inpainting["links"]["images"][1]).content))
+    assert recovered.size == (32, 32)
+
 
 def test_events_stream_progress_until_the_end(stack, brick64):
     api, _, _, _ = stack
