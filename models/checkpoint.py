@@ -5,7 +5,9 @@ Layout of ``MODEL.safetensors``:
 - tensors ``learner.<name>``: persistent chains, optimiser buffers and the random generator's
   state, present when the file was written during learning (so that learning can resume);
 - metadata ``gcn.config``: JSON with the preset, sigma, the mean, the image size, the active depth,
-  the learning history and the learner's counters.
+  the category names (``category_names``, one per output of the net; files written before
+  categories existed have none and load as one category named ``default``), the learning history
+  and the learner's counters.
 
 Loading never unpickles anything (safetensors holds raw tensors; the config is JSON), and every
 problem with a file comes back as ``CheckpointError`` with a one-line reason.
@@ -48,6 +50,7 @@ def save(path: str | Path, model: GenerativeModel, learner: Any = None) -> Path:
         "mean": [float(v) for v in model.mean],
         "image_size": model.preset.image_size,
         "depth": model.net.depth,
+        "category_names": list(model.category_names),
         "history": model.history,
     }
     if learner is not None:
@@ -106,12 +109,16 @@ def load(
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the preset ({first})") from None
-    model = GenerativeModel(
-        preset=preset,
-        net=net,
-        mean=torch.tensor(config["mean"], dtype=torch.float32),
-        history=list(config.get("history", [])),
-    ).to(device)
+    try:
+        model = GenerativeModel(
+            preset=preset,
+            net=net,
+            mean=torch.tensor(config["mean"], dtype=torch.float32),
+            history=list(config.get("history", [])),
+            category_names=config.get("category_names"),
+        ).to(device)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: bad config ({e})") from None
     learner_state = None
     if "learner" in config:
         learner_tensors = {k[len("learner."):]: v for k, v in tensors.items() if k.startswith("learner.")}

@@ -8,7 +8,8 @@ towards the auto-encoder's reconstruction of itself.
 
 Like a diffusers scheduler, the sampler knows nothing about learning: it takes any ``EnergyNet``,
 a batch of chains, an optional mask of known pixels (clamped, for recovery / inpainting), a torch
-generator for reproducibility and a callback called every ``callback_every`` steps (for progress
+generator for reproducibility, optional ``labels`` (the category of each chain, for a net of
+several categories) and a callback called every ``callback_every`` steps (for progress
 and cooperative cancellation: the callback raises ``Cancelled``).
 """
 
@@ -37,13 +38,14 @@ class LangevinSampler:
     n_steps: int = 10
     noise: bool = True  # False: noise-free gradient steps (recovery)
     amp: bool = False  # bfloat16 autocast for the net (CUDA; the CPU when asked); chains stay float32
-    # CUDA only: replay one captured step as a CUDA graph (ignored on the CPU and with a mask)
+    # CUDA only: replay one captured step as a CUDA graph (ignored on the CPU, with a mask and
+    # with labels for a net of several categories)
     cuda_graph: bool = False
     _graphs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def drift(self, net: EnergyNet, x: torch.Tensor) -> torch.Tensor:
-        """-(delta^2 / 2) (x / sigma^2 - df/dx)."""
-        _, g = net.score_and_grad(x, amp=self.amp)
+    def drift(self, net: EnergyNet, x: torch.Tensor, labels: Optional[torch.Tensor | int] = None) -> torch.Tensor:
+        """-(delta^2 / 2) (x / sigma^2 - df/dx)  (f = f_k, k = labels[i], for several categories)."""
+        _, g = net.score_and_grad(x, amp=self.amp, labels=labels)
         return -0.5 * self.step_size**2 * (x / self.sigma**2 - g)
 
     def step(
@@ -53,20 +55,25 @@ class LangevinSampler:
         generator: Optional[torch.Generator] = None,
         mask: Optional[torch.Tensor] = None,
         known: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor | int] = None,
     ) -> torch.Tensor:
         """One Langevin update of every chain; pixels where ``mask`` is True stay at ``known``.
+        ``labels``: the category of each chain (None: category 0).
 
         ``x`` is not modified; the update is the one ``sample`` applies in place."""
         x = x.detach().clone()
         noise = torch.empty_like(x) if self.noise else None
-        self._step_(net, x, noise, torch.empty_like(x), generator, mask, known)
+        self._step_(net, x, noise, torch.empty_like(x), generator, mask, known, labels)
         return x
 
-    def _step_(self, net, x, noise, work, generator, mask, known) -> None:
+    def _step_(self, net, x, noise, work, generator, mask, known, labels=None) -> None:
         """x <- x - (delta^2 / 2)(x / sigma^2 - df/dx) + delta Z, in place (``noise`` and
         ``work`` are buffers of x's shape), with one draw of Z of x's shape from ``generator``
         after the drift (the same random stream as ever)."""
-        _, g = net.score_and_grad_view(x, amp=self.amp)
+        if labels is None:
+            _, g = net.score_and_grad_view(x, amp=self.amp)
+        else:
+            _, g = net.score_and_grad_view(x, amp=self.amp, labels=labels)
         # the drift() expression, evaluated in the same order (so bitwise the same numbers)
         drift = torch.div(x, self.sigma**2, out=work).sub_(g).mul_(-0.5 * self.step_size**2)
         x.add_(drift)
@@ -88,24 +95,38 @@ class LangevinSampler:
         known: Optional[torch.Tensor] = None,
         callback: Optional[StepCallback] = None,
         callback_every: int = 10,
+        labels: Optional[torch.Tensor | int] = None,
     ) -> torch.Tensor:
         """Run ``n_steps`` (default ``self.n_steps``) updates from chains ``x`` (float32, N x 3 x H x W).
 
+        ``labels`` (LongTensor [N], or an int for one category for all) gives each chain's category
+        for a net of several categories (None: category 0); a single-category net ignores them
+        (after checking them).
         ``x`` itself is never written: the chains live in one new buffer updated in place, and
         the callback gets a copy of them."""
         steps = self.n_steps if n_steps is None else n_steps
         net.check_size(x.shape[-2:])
+        if labels is not None:
+            if not isinstance(labels, int):  # range checked once, here, on the CPU
+                labels = net.check_labels(torch.as_tensor(labels).cpu(), x.shape[0], torch.device("cpu"))
+                if len(labels) and bool((labels == labels[0]).all()):
+                    labels = int(labels[0])  # one category for all chains: the net computes only its top
+                else:
+                    labels = labels.to(x.device)
+            labels = net.check_labels(labels, x.shape[0], x.device)
+            if net.categories == 1:
+                labels = None  # the single-category path, unchanged
         x = x.detach().to(torch.float32, copy=True)
         if mask is not None:
             mask = mask.to(device=x.device, dtype=torch.bool).expand_as(x)
             known = known.to(device=x.device, dtype=x.dtype).expand_as(x)
             torch.where(mask, known, x, out=x)
-        if self.cuda_graph and x.is_cuda and mask is None and steps > 0:
+        if self.cuda_graph and x.is_cuda and mask is None and labels is None and steps > 0:
             return self._sample_graphed(net, x, steps, generator, callback, callback_every)
         noise = torch.empty_like(x) if self.noise else None
         work = torch.empty_like(x)
         for t in range(1, steps + 1):
-            self._step_(net, x, noise, work, generator, mask, known)
+            self._step_(net, x, noise, work, generator, mask, known, labels)
             if callback is not None and (t % callback_every == 0 or t == steps):
                 callback(t, steps, x.clone())
         return x

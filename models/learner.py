@@ -15,6 +15,14 @@ The synthesized images come from Langevin chains under the current w. The releas
 (stage k trains layers 1..k with layer k as the top, Gamma times ``lr_stage_factor`` per stage,
 chains reset to zeros at each stage) or ``end_to_end``.
 
+Several categories (``preset.categories = K > 1``; observed images come with ``labels``): one
+net with K outputs learned from K datasets, each category against the Gaussian base category.
+The objective is the sum over k of [mean f_k over the observed images of k - mean f_k over the
+synthesized images of k]; there are ``n_chains`` chains per category (K * n_chains in all,
+category by category), and contrastive divergence starts each chain at an observed image of its
+own category. ``Progress.f_obs`` / ``f_syn`` are averages over the categories; each history entry
+keeps the per-category gaps (``"gaps"``).
+
 A learner's whole state (iteration, chains, optimiser buffers, random generator) goes into the
 checkpoint, so a resumed run continues exactly where it stopped.
 """
@@ -73,15 +81,46 @@ class Progress:
 ProgressCallback = Callable[["Learner", Progress], None]
 
 
-class Learner:
-    """Runs learning iterations on one model and one set of observed images (model space)."""
+def _mean_weights(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """[N, K]: 1 / (count of category k) where labels[i] = k, else 0."""
+    onehot = torch.nn.functional.one_hot(labels, k).float()
+    return onehot / onehot.sum(dim=0).clamp_min(1)
 
-    def __init__(self, model: GenerativeModel, observed: torch.Tensor, *, amp: bool = False, cuda_graph: bool = False):
+
+class Learner:
+    """Runs learning iterations on one model and one set of observed images (model space).
+
+    ``labels`` (LongTensor [N], one category per observed image) is required when the model has
+    several categories; each category needs at least one image (the counts may differ)."""
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        observed: torch.Tensor,
+        *,
+        labels: Optional[torch.Tensor] = None,
+        amp: bool = False,
+        cuda_graph: bool = False,
+    ):
         self.model = model
         self.preset = model.preset
         self.device = model.device
         self.observed = observed.to(self.device).float()
         model.net.check_size(self.observed.shape[-2:])
+        k = self.preset.categories
+        # labels of the observed images and of the chains; None on the single-category path
+        self.labels: Optional[torch.Tensor] = None
+        if labels is None and k > 1:
+            raise ValueError(f"a model of {k} categories learns from labelled images: pass labels=")
+        if labels is not None:
+            labels = model.net.check_labels(torch.as_tensor(labels).cpu(), len(self.observed), torch.device("cpu"))
+            counts = torch.bincount(labels, minlength=k)
+            if (counts == 0).any():
+                missing = [model.category_names[i] for i in range(k) if counts[i] == 0]
+                raise ValueError(f"no observed image for categor{'y' if len(missing) == 1 else 'ies'} "
+                                 f"{', '.join(missing)}")
+            if k > 1:
+                self.labels = labels.to(self.device)
         self.sampler = model.sampler(amp=amp, cuda_graph=cuda_graph)
         self.amp = amp
         self.generator = torch.Generator(self.device).manual_seed(self.preset.seed + 1)
@@ -91,6 +130,21 @@ class Learner:
         self.synthesis: Optional[torch.Tensor] = None  # the latest synthesized images
         self.buffers: dict[str, torch.Tensor] = {}
         self.adam_steps = 0
+
+    @property
+    def n_chains(self) -> int:
+        """Chains of the ml and short-run learners: ``n_chains`` per category."""
+        return self.preset.n_chains * self.preset.categories
+
+    @property
+    def chain_labels(self) -> Optional[torch.Tensor]:
+        """The category of each chain (ml and short-run: category by category, ``n_chains``
+        each; cd: the observed images' labels); None for a single-category model."""
+        if self.labels is None:
+            return None
+        if self.preset.learner == "cd":
+            return self.labels
+        return torch.arange(self.preset.categories, device=self.device).repeat_interleave(self.preset.n_chains)
 
     # ---- schedule ------------------------------------------------------------------------
     @property
@@ -114,7 +168,7 @@ class Learner:
         """Chains restart at zeros (the mean image) and optimiser state is reset for a new stage."""
         self._set_depth(stage)
         size = tuple(self.observed.shape[-2:])
-        self.chains = init_chains("zeros", self.preset.n_chains, size, device=self.device)
+        self.chains = init_chains("zeros", self.n_chains, size, device=self.device)
         self.chain_stage = stage
         self.buffers = {}
         self.adam_steps = 0
@@ -132,10 +186,15 @@ class Learner:
         if p.learner == "cd":
             start = init_chains("data", len(self.observed), size, data=self.observed, device=self.device)
         elif p.learner == "short_run":
-            start = init_chains("noise", p.n_chains, size, sigma=p.sigma, generator=self.generator, device=self.device)
+            start = init_chains("noise", self.n_chains, size, sigma=p.sigma, generator=self.generator,
+                                device=self.device)
         else:
             start = self.chains
-        synthesis = self.sampler.sample(net, start, generator=self.generator)
+        syn_labels = self.chain_labels
+        if syn_labels is None:
+            synthesis = self.sampler.sample(net, start, generator=self.generator)
+        else:
+            synthesis = self.sampler.sample(net, start, generator=self.generator, labels=syn_labels)
         if not torch.isfinite(synthesis).all():
             raise NumericalError(
                 f"Langevin chains became NaN/inf at iteration {self.iteration + 1}; "
@@ -146,15 +205,21 @@ class Learner:
         self.synthesis = synthesis
 
         params = net.active_parameters()
-        f_obs, f_syn, grads = self._likelihood_gradient(synthesis, [q for _, q in params])
+        if syn_labels is None:
+            f_obs, f_syn, grads = self._likelihood_gradient(synthesis, [q for _, q in params])
+            gaps = None
+        else:
+            f_obs, f_syn, gaps, grads = self._likelihood_gradient_categories(synthesis, syn_labels,
+                                                                             [q for _, q in params])
         for (name, _), g in zip(params, grads):
             if not torch.isfinite(g).all():
                 raise NumericalError(f"the gradient of {name} became NaN/inf at iteration {self.iteration + 1}")
         self._update(params, grads, lr)
         self.iteration += 1
-        self.model.history.append(
-            {"iteration": self.iteration, "stage": stage + 1, "f_obs": f_obs, "f_syn": f_syn, "gap": f_obs - f_syn}
-        )
+        entry = {"iteration": self.iteration, "stage": stage + 1, "f_obs": f_obs, "f_syn": f_syn, "gap": f_obs - f_syn}
+        if gaps is not None:
+            entry["gaps"] = gaps
+        self.model.history.append(entry)
         return f_obs, f_syn, lr
 
     def _likelihood_gradient(self, synthesis: torch.Tensor, params: list[torch.nn.Parameter]):
@@ -173,6 +238,32 @@ class Learner:
             objective = f_obs.mean() - f_syn.mean()
             grads = torch.autograd.grad(objective, params)
         return f_obs.mean().item(), f_syn.mean().item(), grads
+
+    def _likelihood_gradient_categories(self, synthesis: torch.Tensor, syn_labels: torch.Tensor,
+                                        params: list[torch.nn.Parameter]):
+        """K > 1: per-category means of f_k over observed and synthesized images; the objective
+        is the sum over k of their differences. Returns (mean over categories of the observed
+        means, the same for the synthesized, per-category gaps, dL/dw)."""
+        obs, n_obs, k = self.observed, len(self.observed), self.preset.categories
+        net, obs_labels = self.model.net, self.labels
+        nhwc = torch.channels_last
+        with torch.enable_grad():
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                if obs.shape[-2:] == synthesis.shape[-2:]:
+                    f = net(torch.cat([obs, synthesis]).contiguous(memory_format=nhwc),
+                            torch.cat([obs_labels, syn_labels])).float()
+                    f_obs, f_syn = f[:n_obs], f[n_obs:]
+                else:
+                    f_obs = net(obs.contiguous(memory_format=nhwc), obs_labels).float()
+                    f_syn = net(synthesis.contiguous(memory_format=nhwc), syn_labels).float()
+            # per-category means by one-hot weights and plain sums (deterministic on CUDA too,
+            # unlike an atomic index_add), so that resumed runs stay bitwise exact
+            mean_obs = (f_obs[:, None] * _mean_weights(obs_labels, k)).sum(dim=0)
+            mean_syn = (f_syn[:, None] * _mean_weights(syn_labels, k)).sum(dim=0)
+            grads = torch.autograd.grad((mean_obs - mean_syn).sum(), params)
+        mean_obs, mean_syn = mean_obs.detach().cpu(), mean_syn.detach().cpu()
+        gaps = [float(v) for v in mean_obs - mean_syn]
+        return mean_obs.mean().item(), mean_syn.mean().item(), gaps, grads
 
     @torch.no_grad()
     def _update(self, params, grads, lr: float) -> None:
@@ -256,3 +347,7 @@ class Learner:
             self._set_depth(self.chain_stage)
         if self.chains is not None and math.prod(self.chains.shape[-2:]) != math.prod(self.observed.shape[-2:]):
             raise ValueError("the checkpoint's chains do not match the observed images' size")
+        if self.chains is not None and self.labels is not None and self.preset.learner != "cd" \
+                and len(self.chains) != self.n_chains:
+            raise ValueError(f"the checkpoint has {len(self.chains)} chains, not {self.n_chains} "
+                             f"({self.preset.n_chains} per category)")

@@ -8,6 +8,13 @@ ReLU (object models). With ReLU, f is piecewise linear in I.
 Layer-by-layer learning trains layers 1..k with layer k as the top; ``depth`` says how many conv
 layers are active now. Object models keep one FC unit per depth (a fresh one for each stage, as in
 the release), so the set of parameters never changes shape and checkpoints stay simple.
+
+Several categories (``preset.categories = K > 1``, the paper's multi-class view: each category is
+an exponential tilting of the Gaussian base category q) share the lower conv layers. Sum top: the
+top conv layer has K * C output channels and f_k sums the ReLU map of channel group k (channels
+[k C, (k + 1) C)). FC top: K FC units (weights [K, C, H, W], biases [K]) over the shared top map.
+Every score takes ``labels`` (a LongTensor [N], the category of each image; None = category 0).
+With K = 1 the net, its parameters and its code path are exactly the single-category ones.
 """
 
 from __future__ import annotations
@@ -42,17 +49,25 @@ class EnergyNet(nn.Module):
         self.top = preset.top
         self.layers_spec = preset.layers
         self.image_size = preset.image_size
+        self.categories = k = preset.categories
         channels = 3
         self.convs = nn.ModuleList()
-        for spec in preset.layers:
-            self.convs.append(nn.Conv2d(channels, spec.out_channels, spec.kernel, spec.stride, spec.padding))
-            channels = spec.out_channels
+        last = len(preset.layers) - 1
+        for i, spec in enumerate(preset.layers):
+            # sum top with K categories: the top conv has one group of out_channels per category
+            out = spec.out_channels * (k if self.top == "sum" and i == last else 1)
+            self.convs.append(nn.Conv2d(channels, out, spec.kernel, spec.stride, spec.padding))
+            channels = out
         self.heads = nn.ParameterList()
         self.head_biases = nn.ParameterList()
         if self.top == "fc":
             for spec, side in zip(preset.layers, map_sizes(preset.layers, preset.image_size)):
-                self.heads.append(nn.Parameter(torch.empty(spec.out_channels, side, side)))
-                self.head_biases.append(nn.Parameter(torch.zeros(())))
+                if k == 1:  # shapes of single-category checkpoints
+                    self.heads.append(nn.Parameter(torch.empty(spec.out_channels, side, side)))
+                    self.head_biases.append(nn.Parameter(torch.zeros(())))
+                else:
+                    self.heads.append(nn.Parameter(torch.empty(k, spec.out_channels, side, side)))
+                    self.head_biases.append(nn.Parameter(torch.zeros(k)))
         self.depth = len(self.convs)
         self.reset_parameters(preset.init_std, generator)
 
@@ -69,7 +84,42 @@ class EnergyNet(nn.Module):
     def set_depth(self, depth: int) -> None:
         if not 1 <= depth <= len(self.convs):
             raise ValueError(f"depth must be between 1 and {len(self.convs)}")
+        if self.categories > 1 and depth != len(self.convs):
+            raise ValueError(f"a model of {self.categories} categories works at its full depth {len(self.convs)} only")
         self.depth = depth
+
+    def check_labels(
+        self, labels: torch.Tensor | int | None, n: int, device: torch.device
+    ) -> torch.Tensor | int | None:
+        """``labels`` as a LongTensor [n] on ``device`` (None stays None; an int, one category for
+        every image, stays an int). Shape errors and, for labels on the CPU, categories out of
+        range raise ValueError (CUDA labels are not read back here, to keep the sampler free of
+        device syncs: the sampler checks them once)."""
+        if labels is None:
+            return None
+        if isinstance(labels, int) and not isinstance(labels, bool):
+            if not 0 <= labels < self.categories:
+                raise ValueError(f"labels must be categories in [0, {self.categories}), got {labels}")
+            return labels
+        labels = torch.as_tensor(labels)
+        if labels.dim() != 1 or labels.shape[0] != n:
+            raise ValueError(f"labels must be one category per image ({n}), got shape {tuple(labels.shape)}")
+        if labels.dtype != torch.long:
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+                raise ValueError(f"labels must be integer categories, got {labels.dtype}")
+            labels = labels.long()
+        if labels.device.type == "cpu" and n and (labels.min() < 0 or labels.max() >= self.categories):
+            raise ValueError(f"labels must be categories in [0, {self.categories}), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
+        return labels.to(device)
+
+    def _top_mask(self, labels: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+        """Sum top, K > 1: the per-image channel mask [n, K C, 1, 1] selecting group labels[i]."""
+        k, c = self.categories, like.shape[1] // self.categories
+        if labels is None:
+            labels = torch.zeros(n, dtype=torch.long, device=like.device)
+        groups = torch.arange(k, device=like.device) == labels[:, None]  # [n, K]
+        return groups.to(like.dtype).repeat_interleave(c, dim=1)[:, :, None, None]
 
     def check_size(self, size: tuple[int, int]) -> None:
         """Object models have a fixed input size (the FC unit covers the whole map)."""
@@ -87,12 +137,31 @@ class EnergyNet(nn.Module):
             maps.append(x)
         return maps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | int | None = None) -> torch.Tensor:
+        """f_k(x) per image, k = labels[i] (an int: the same category for all; None: category 0)."""
+        if self.categories == 1:
+            self.check_labels(labels, x.shape[0], x.device)
+            top = self.feature_maps(x)[-1]
+            if self.top == "sum":
+                return top.sum(dim=(1, 2, 3))
+            w, b = self.heads[self.depth - 1], self.head_biases[self.depth - 1]
+            return (top * w.to(top.dtype)).sum(dim=(1, 2, 3)) + b
+        labels = self.check_labels(labels, x.shape[0], x.device)
+        if labels is None:
+            labels = 0
+        if isinstance(labels, int):
+            return self.category_scores(x)[:, labels]
+        return self.category_scores(x).gather(1, labels[:, None]).squeeze(1)
+
+    def category_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """f_k(x) for every category: [N, K] (the K logits of the discriminative view)."""
         top = self.feature_maps(x)[-1]
+        n, k = x.shape[0], self.categories
         if self.top == "sum":
-            return top.sum(dim=(1, 2, 3))
+            return top.sum(dim=(2, 3)).reshape(n, k, -1).sum(dim=2)
         w, b = self.heads[self.depth - 1], self.head_biases[self.depth - 1]
-        return (top * w.to(top.dtype)).sum(dim=(1, 2, 3)) + b
+        w = w.to(top.dtype).reshape(k, -1)
+        return top.reshape(n, -1) @ w.t() + b.to(top.dtype).reshape(k)
 
     def active_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Parameters that learning at the current depth updates, by name."""
@@ -115,8 +184,13 @@ class EnergyNet(nn.Module):
             h, w = conv_out_size(h, spec), conv_out_size(w, spec)
         return h * w
 
-    def score_and_grad(self, x: torch.Tensor, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_and_grad(
+        self, x: torch.Tensor, amp: bool = False, labels: torch.Tensor | int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """f(x) per image and df/dx (float32, same shape as x), without touching parameter grads.
+        With several categories, f is f_k with k = labels[i] (``labels``: a LongTensor [N], or an
+        int for one category for every image, the cheapest: only that category's top is
+        computed; None: category 0).
 
         ``amp`` runs the network under bfloat16 autocast (on CUDA; on the CPU too when asked); the
         returned gradient is cast back to the chains' dtype so that chain state stays in float32.
@@ -128,22 +202,31 @@ class EnergyNet(nn.Module):
         with the flipped filters, then a pixel shuffle), which oneDNN runs 2-4x faster than the
         strided transposed convolution autograd uses (see docs/benchmarks.md).
         """
-        f, g = self.score_and_grad_view(x, amp)
+        f, g = self.score_and_grad_view(x, amp, labels)
         return f, g.contiguous()
 
-    def score_and_grad_view(self, x: torch.Tensor, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_and_grad_view(
+        self, x: torch.Tensor, amp: bool = False, labels: torch.Tensor | int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``score_and_grad`` without the final copy: df/dx may be a strided view (for the sampler,
         which only reads it once)."""
+        if labels is not None:
+            labels = self.check_labels(labels, x.shape[0], x.device)
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            f, g = self._score_and_input_grad(x.detach())
+            if self.categories == 1:
+                f, g = self._score_and_input_grad(x.detach())
+            else:
+                f, g = self._score_and_input_grad_categories(x.detach(), labels)
         return f.to(x.dtype), g.to(x.dtype)
 
-    def score_and_grad_autograd(self, x: torch.Tensor, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_and_grad_autograd(
+        self, x: torch.Tensor, amp: bool = False, labels: torch.Tensor | int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same as ``score_and_grad`` by autograd: the straightforward reference."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-                f = self(x)
+                f = self(x, labels)
             (g,) = torch.autograd.grad(f.sum(), x)
         return f.detach().to(x.dtype), g  # the gradient has the chains' dtype (float32 under autocast too)
 
@@ -172,6 +255,46 @@ class EnergyNet(nn.Module):
                 g = g.mul_(inputs[i].sign_())
         return f, g
 
+    def _score_and_input_grad_categories(
+        self, x: torch.Tensor, labels: torch.Tensor | int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_score_and_input_grad`` for K > 1: f_k and df_k/dx with k = labels[i]. The top-down
+        pass starts from the selected category only: a per-image channel mask of the top map
+        (sum top) or the gathered FC weights (fc top); below the top it is the same pass. With one
+        category for every image (an int), the sum top's conv runs on that group's filters only,
+        so sampling one category costs what a single-category net does."""
+        n, top = x.shape[0], self.convs[self.depth - 1]
+        if labels is None:
+            labels = 0
+        one = isinstance(labels, int)
+        weight, bias = top.weight, top.bias
+        if one and self.top == "sum":
+            c = weight.shape[0] // self.categories
+            weight, bias = weight[labels * c : (labels + 1) * c], bias[labels * c : (labels + 1) * c]
+        inputs, h = [], x.contiguous(memory_format=torch.channels_last)
+        for conv in self.convs[: self.depth]:
+            inputs.append(h)
+            w, b = (weight, bias) if conv is top else (conv.weight, conv.bias)
+            h = F.conv2d(h, w, b, conv.stride, conv.padding).relu_()
+        if self.top == "sum":
+            if one:
+                f = h.sum(dim=(1, 2, 3))
+                g = h.sign_()
+            else:
+                f = h.sum(dim=(2, 3)).reshape(n, self.categories, -1).sum(dim=2).gather(1, labels[:, None]).squeeze(1)
+                g = h.sign_().mul_(self._top_mask(labels, n, h))
+        else:
+            w, b = self.heads[self.depth - 1], self.head_biases[self.depth - 1]
+            w = w[labels].to(h.dtype) if one else w.to(h.dtype)[labels]  # each image's own FC unit
+            f = (h * w).sum(dim=(1, 2, 3)) + b[labels].to(h.dtype)
+            g = h.sign_().mul_(w)
+        for i in range(self.depth - 1, -1, -1):
+            conv = self.convs[i]
+            g = conv_input_grad(g, conv, inputs[i].shape[-2:], weight if conv is top else None)
+            if i > 0:
+                g = g.mul_(inputs[i].sign_())
+        return f, g
+
 
 def space_to_depth_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
     """A stride-s conv's filters as stride-1 filters over the pixel-unshuffled input.
@@ -188,8 +311,11 @@ def space_to_depth_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
     return w.reshape(co, ci * s * s, ph // s, pw // s)
 
 
-def conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> torch.Tensor:
-    """d<g, conv(x)>/dx for an input of spatial ``size``: the transposed convolution of ``g``.
+def conv_input_grad(
+    g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int], weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """d<g, conv(x)>/dx for an input of spatial ``size``: the transposed convolution of ``g``
+    (with ``weight`` in place of ``conv.weight`` when given: one category's filters of a top conv).
 
     Stride 1: ``conv_transpose2d`` (measured faster than autograd's ``convolution_backward``).
     Equal strides s > 1: in space-to-depth form, as a stride-1 convolution of ``g`` with the
@@ -198,7 +324,7 @@ def conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> 
     (dilation, groups, unequal strides): autograd's own kernel.
     """
     (sh, sw), (ph, pw) = conv.stride, conv.padding
-    w = conv.weight
+    w = conv.weight if weight is None else weight
     if conv.groups != 1 or conv.dilation != (1, 1) or sh != sw:
         shape = (g.shape[0], w.shape[1] * conv.groups, *size)
         return torch.nn.grad.conv2d_input(shape, w.to(g.dtype), g, conv.stride, conv.padding, conv.dilation,
@@ -206,7 +332,7 @@ def conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> 
     if sh == 1:
         return F.conv_transpose2d(g, w, None, 1, (ph, pw))
     s = sh
-    wt = _decoder_weight(conv)  # [C_in * s * s, C_out, k', k'], flipped
+    wt = _decoder_weight(conv, weight)  # [C_in * s * s, C_out, k', k'], flipped
     gi = F.pixel_shuffle(F.conv2d(g, wt, None, 1, (wt.shape[-2] - 1, wt.shape[-1] - 1)), s)
     # gi covers the padded input rows / columns [0, Hp); the input sits at [p, p + H)
     h, wd = size
@@ -216,10 +342,11 @@ def conv_input_grad(g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> 
     return F.pad(gi, (-pw, wd + pw - wp, -ph, h + ph - hp))
 
 
-def _decoder_weight(conv: nn.Conv2d) -> torch.Tensor:
-    """The flipped, transposed space-to-depth filters of a strided conv, cached on the module
-    until its weight changes (in-place updates bump the tensor's version)."""
-    w = conv.weight
+def _decoder_weight(conv: nn.Conv2d, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The flipped, transposed space-to-depth filters of a strided conv (or of ``weight``, a slice
+    of its filters), cached on the module until its weight changes (in-place updates bump the
+    tensor's version, which a slice shares)."""
+    w = conv.weight if weight is None else weight
     if w.is_cuda and torch.cuda.is_current_stream_capturing():
         # inside a CUDA graph: computed by the graph itself, from the live weights, at every replay
         return space_to_depth_weight(w.detach(), conv.stride[0]).flip(-1, -2).transpose(0, 1).contiguous()

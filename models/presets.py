@@ -76,6 +76,10 @@ class Preset:
     init_std: float = 0.01
     seed: int = 0
     preview_every: int = 50
+    # K > 1: one net with K outputs, learned from K datasets (each category against the Gaussian
+    # base category q); the lower layers are shared, the top is one channel group (sum top) or one
+    # FC unit (fc top) per category. Needs schedule end_to_end.
+    categories: int = 1
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -155,6 +159,9 @@ class Preset:
             (self.init_std > 0, "init_std", "positive"),
             (len(self.layers) >= 1, "layers", "at least one conv layer"),
             (self.preview_every >= 1, "preview_every", "1 or more"),
+            (isinstance(self.categories, int) and 1 <= self.categories <= 64, "categories", "between 1 and 64"),
+            (self.categories == 1 or self.schedule == "end_to_end", "categories",
+             "1 with schedule layer_by_layer (several categories need schedule end_to_end)"),
         ]
         for ok, name, want in checks:
             if not ok:
