@@ -111,14 +111,16 @@ def masked_errors(y: torch.Tensor, truth: torch.Tensor, known: torch.Tensor) -> 
 
 
 def default_steps(model: GenerativeModel) -> int:
-    """As many steps as sampling takes by default (for a short-run model, exactly what it was
-    learned with)."""
-    return model.preset.sample_steps
+    """A model learned for recovery (learner ``recovery``): the steps its recovery chains ran
+    while it learned; any other: as many as sampling takes by default."""
+    p = model.preset
+    return p.langevin_steps if p.learner == "recovery" else p.sample_steps
 
 
 def default_init(model: GenerativeModel) -> str:
     """Short-run models start their chains from a draw of the reference distribution, and that
-    is where they learned to go from; others start from the model-free blur fill."""
+    is where they learned to go from; the others (recovery models learned exactly this) start
+    from the model-free blur fill."""
     return "noise" if model.preset.learner == "short_run" else "blur"
 
 

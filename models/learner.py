@@ -15,6 +15,13 @@ The synthesized images come from Langevin chains under the current w. The releas
 (stage k trains layers 1..k with layer k as the top, Gamma times ``lr_stage_factor`` per stage,
 chains reset to zeros at each stage) or ``end_to_end``.
 
+``learner="recovery"`` is the short-run idea applied to recovery: every iteration, chains start
+from observed images with a random fraction ``recovery_drop`` of their pixels dropped (filled by
+a normalised blur of the known ones) and run ``langevin_steps`` steps on the missing pixels only,
+the known ones clamped; these recoveries are the synthesized images of the gradient above. The
+model learns to turn such fills into images like the observed ones, and ``models.inpaint``
+recovers new images in exactly that way (docs/inpainting.md).
+
 Several categories (``preset.categories = K > 1``; observed images come with ``labels``): one
 net with K outputs learned from K datasets, each category against the Gaussian base category.
 The objective is the sum over k of [mean f_k over the observed images of k - mean f_k over the
@@ -191,10 +198,14 @@ class Learner:
         else:
             start = self.chains
         syn_labels = self.chain_labels
+        mask = known = None
+        if p.learner == "recovery":
+            start, mask, known, syn_labels = self._recovery_start()
         if syn_labels is None:
-            synthesis = self.sampler.sample(net, start, generator=self.generator)
+            synthesis = self.sampler.sample(net, start, generator=self.generator, mask=mask, known=known)
         else:
-            synthesis = self.sampler.sample(net, start, generator=self.generator, labels=syn_labels)
+            synthesis = self.sampler.sample(net, start, generator=self.generator, mask=mask, known=known,
+                                            labels=syn_labels)
         if not torch.isfinite(synthesis).all():
             raise NumericalError(
                 f"Langevin chains became NaN/inf at iteration {self.iteration + 1}; "
@@ -221,6 +232,28 @@ class Learner:
             entry["gaps"] = gaps
         self.model.history.append(entry)
         return f_obs, f_syn, lr
+
+    def _recovery_start(self):
+        """The recovery learner's chains: ``n_chains`` observed images per category, drawn at
+        random, each with a fresh random mask dropping ``recovery_drop`` of its pixels, the
+        missing pixels filled by the normalised blur of the known ones (``models.inpaint``);
+        returns (start, known mask, the full images to clamp to, chain labels or None)."""
+        from .inpaint import fill_blur  # inpaint builds on the model, not on the learner
+
+        p, n, g = self.preset, self.n_chains, self.generator
+        if self.labels is None:
+            index = torch.randint(len(self.observed), (n,), generator=g, device=self.device)
+            labels = None
+        else:  # n_chains of each category, drawn among that category's images
+            labels = self.chain_labels
+            index = torch.empty(n, dtype=torch.long, device=self.device)
+            for k in range(p.categories):
+                pool = torch.nonzero(self.labels == k).flatten()
+                rows = torch.nonzero(labels == k).flatten()
+                index[rows] = pool[torch.randint(len(pool), (len(rows),), generator=g, device=self.device)]
+        full = self.observed[index]
+        known = torch.rand((n, 1, *full.shape[-2:]), generator=g, device=self.device) >= p.recovery_drop
+        return fill_blur(full, known), known, full, labels
 
     def _likelihood_gradient(self, synthesis: torch.Tensor, params: list[torch.nn.Parameter]):
         """Scores and dL/dw, with observed and synthesized images in one batch when sizes match."""

@@ -185,10 +185,12 @@ def default_init(model: GenerativeModel, chains: Optional[torch.Tensor], size: O
 
     A model learned with persistent chains is a model *of those chains*: its synthesis continues
     them, as the release's figures show (``persistent``). Otherwise, or when the chains are missing
-    or of another size, chains start at zeros, the mean image, as in the release.
+    or of another size, chains start at zeros, the mean image, as in the release. Short-run and
+    recovery models start from a draw of the reference distribution (a recovery model learned
+    to fill in images, not to synthesize: its samples from noise are rough).
     """
     size = size or model.preset.image_size
-    if model.preset.learner == "short_run":
+    if model.preset.learner in ("short_run", "recovery"):
         return "noise"
     if model.preset.learner == "ml" and chains is not None and chains.shape[-1] == size:
         return "persistent"

@@ -59,7 +59,10 @@ class Preset:
     iterations: int = 700  # per stage for layer_by_layer, in all for end_to_end
     # ml: persistent chains (the release's maximum likelihood) | cd: chains restart at the data |
     # short_run: chains restart from a draw of the reference N(0, sigma^2 Id) every iteration, so
-    # that sampling later (from noise, langevin_steps steps) is exactly what learning saw
+    # that sampling later (from noise, langevin_steps steps) is exactly what learning saw |
+    # recovery: chains restart from observed images with a fraction recovery_drop of their pixels
+    # dropped (filled by a blur of the others) and run with the known pixels clamped, so that
+    # recovery later (models/inpaint.py: the same start, langevin_steps steps) is what learning saw
     learner: str = "ml"
     optimizer: str = "release"  # release: the release's SGD rule | adam
     lr: float = 5e-4  # Gamma
@@ -80,6 +83,7 @@ class Preset:
     # base category q); the lower layers are shared, the top is one channel group (sum top) or one
     # FC unit (fc top) per category. Needs schedule end_to_end.
     categories: int = 1
+    recovery_drop: float = 0.5  # learner recovery: the fraction of pixels dropped from each chain's start
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -139,7 +143,8 @@ class Preset:
         checks = [
             (self.kind in ("texture", "codebook", "object"), "kind", "texture, codebook or object"),
             (self.schedule in ("layer_by_layer", "end_to_end"), "schedule", "layer_by_layer or end_to_end"),
-            (self.learner in ("ml", "cd", "short_run"), "learner", "ml, cd or short_run"),
+            (self.learner in ("ml", "cd", "short_run", "recovery"), "learner", "ml, cd, short_run or recovery"),
+            (0 < self.recovery_drop < 1, "recovery_drop", "strictly between 0 and 1"),
             (self.optimizer in ("release", "adam"), "optimizer", "release or adam"),
             (self.resize in ("crop", "stretch"), "resize", "crop or stretch"),
             (self.mean in ("imagenet", "data", "zero"), "mean", "imagenet, data or zero"),
@@ -246,6 +251,26 @@ _PRESETS: dict[str, Preset] = {
             n_chains=4,
             mean="data",
             preview_every=20,
+        ),
+        Preset(
+            name="texture-recovery",
+            description="Texture recipe for recovering missing pixels: short-run chains from the data with half "
+                        "the pixels dropped, 10 clamped Langevin steps; recovers, does not synthesize from noise",
+            kind="texture",
+            layers=(ConvSpec(32, 7, 2, 3), ConvSpec(32, 5, 1, 2)),
+            image_size=64,
+            schedule="end_to_end",
+            langevin_steps=10,
+            sample_steps=10,
+            learner="recovery",
+            recovery_drop=0.5,
+            step_size=0.3,
+            iterations=1000,
+            optimizer="adam",
+            lr=0.002,
+            n_chains=4,
+            mean="data",
+            preview_every=50,
         ),
         Preset(
             name="object-fast",
