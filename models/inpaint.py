@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.nn import functional as F
 
 from .langevin import StepCallback
 from .model import GenerativeModel
-from .transforms import ImageError, fit, load_pixels, open_image, to_model_space, to_pil_images
+from .transforms import fit, load_pixels, open_mask, to_model_space, to_pil_images
 
 INITS = ("noise", "mean", "blur")
 BLUR_SIGMA = 1.0  # pixels: the baseline's Gaussian (the best of 0.5-2 px on the test textures)
@@ -50,19 +50,7 @@ def mask_from_image(source: Any, size: int, resize: str = "crop") -> torch.Tenso
     """A known-pixel mask from a mask image: white (>= 128 in grey) marks pixels to fill in, as
     in most inpainting tools (transparent pixels count as black: kept); the mask is fitted to
     the image the same way the image is."""
-    img = source if isinstance(source, Image.Image) else None
-    if img is None:
-        try:
-            img = Image.open(source)
-            img.load()
-        except FileNotFoundError:
-            raise ImageError(f"{source}: no such file") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{source}: not a readable mask image ({e.__class__.__name__})") from None
-    if img.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    img = fit(open_image(img).convert("L"), size, resize)
+    img = fit(open_mask(source), size, resize)
     grey = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(1, 1, img.height, img.width)
     return grey < 128
 

@@ -27,20 +27,24 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names it and says why."""
 
 
+def read_image(source: str | Path | Image.Image) -> Image.Image:
+    """One image as Pillow decoded it (any mode), or ``ImageError`` saying why it cannot be read."""
+    if isinstance(source, Image.Image):
+        return source
+    try:
+        img = Image.open(source)
+        img.load()
+        return img
+    except FileNotFoundError:
+        raise ImageError(f"{source}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{source}: not a readable image ({e.__class__.__name__})") from None
+
+
 def open_image(source: str | Path | Image.Image) -> Image.Image:
     """Decode one image as RGB, honouring EXIF orientation; grayscale, palette, alpha and 16-bit
     images are converted (alpha is composited on white)."""
-    if isinstance(source, Image.Image):
-        img = source
-    else:
-        try:
-            img = Image.open(source)
-            img.load()
-        except FileNotFoundError:
-            raise ImageError(f"{source}: no such file") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{source}: not a readable image ({e.__class__.__name__})") from None
-    img = ImageOps.exif_transpose(img)
+    img = ImageOps.exif_transpose(read_image(source))
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if arr.max() > 255 else 255.0
@@ -51,6 +55,16 @@ def open_image(source: str | Path | Image.Image) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img.convert("RGBA"))
     return img.convert("RGB")
+
+
+def open_mask(source: str | Path | Image.Image) -> Image.Image:
+    """Decode a mask image as greyscale ("L"), transparent pixels composited on black (an
+    inpainting mask paints the missing pixels white; what is left transparent is kept)."""
+    img = read_image(source)
+    if img.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return open_image(img).convert("L")
 
 
 def fit(img: Image.Image, size: int, mode: str = "crop") -> Image.Image:

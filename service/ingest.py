@@ -18,7 +18,7 @@ from typing import Optional
 
 from PIL import Image, UnidentifiedImageError
 
-from models.transforms import ImageError, open_image
+from models.transforms import ImageError, open_image, open_mask
 
 ACCEPTED = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 MIN_SIDE = 8
@@ -54,14 +54,6 @@ def describe(data: bytes) -> str:
     if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
         return "an HTML document"
     return "not an image in a format we accept"
-
-
-def as_grey_mask(img: Image.Image) -> Image.Image:
-    """A mask image as greyscale, with transparent pixels composited on black (kept pixels)."""
-    if img.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return open_image(img).convert("L")
 
 
 @dataclass
@@ -113,7 +105,7 @@ def decode_image(data: bytes, *, field: str, label: str, max_bytes: int, max_pix
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
-            return as_grey_mask(img) if as_mask else open_image(img)
+            return open_mask(img) if as_mask else open_image(img)
     except Exception as e:  # truncated data, bad Huffman tables, zlib errors, oversized text chunks, ...
         kind = "truncated" if "truncated" in str(e).lower() else "damaged"
         raise UploadError(422, field, f"{label} is a {kind} {fmt} file ({e.__class__.__name__})") from None
