@@ -22,19 +22,32 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 from celery import Celery
+from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
 from .settings import Settings
 
 TASK_NAME = "gcn.run_job"
 
 
+class EmbeddedTransport(kombu_sqlalchemy.Transport):
+    """kombu's SQLAlchemy transport (the embedded broker), polling its table every 0.1 s instead
+    of every second: with the default, each job of `gcn serve` waited up to a second before a
+    worker saw it (about 1 s of overhead per job, docs/benchmarks.md). An idle poll is one
+    indexed SELECT on a local SQLite file."""
+
+    polling_interval = 0.1
+
+
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("gcn", broker=settings.broker_url, set_as_current=False)
     transport_options: dict[str, Any]
     if settings.embedded_broker:
+        # the same SQLite URL, through EmbeddedTransport (a "sqla+" URL would pick kombu's own class)
+        app = Celery("gcn", broker=settings.broker_url.split("+", 1)[1], set_as_current=False)
+        app.conf.broker_transport = EmbeddedTransport
         # The SQLAlchemy transport passes its options to create_engine(): only engine arguments here.
         transport_options = {"connect_args": {"timeout": 30}}
     else:
+        app = Celery("gcn", broker=settings.broker_url, set_as_current=False)
         transport_options = {"visibility_timeout": settings.visibility_timeout}
     app.conf.update(
         task_ignore_result=True,
@@ -89,7 +102,7 @@ class JobQueue:
         try:
             if transport.startswith(("redis", "rediss")):
                 return self._waiting_redis(wanted)
-            if transport.startswith(("sqla+", "sqlalchemy+")):
+            if self.celery.conf.broker_transport is EmbeddedTransport:
                 return self._waiting_sqla(wanted)
         except Exception:
             return None
@@ -112,7 +125,7 @@ class JobQueue:
     def _waiting_sqla(self, wanted: set[str]) -> set[str]:
         from sqlalchemy import create_engine, inspect, text
 
-        engine = create_engine(self.celery.conf.broker_url.split("+", 1)[1], connect_args={"timeout": 30})
+        engine = create_engine(self.celery.conf.broker_url, connect_args={"timeout": 30})
         try:
             if not inspect(engine).has_table("kombu_message"):
                 return set()
