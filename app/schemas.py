@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, field_validator
 
 from service.db import Dataset, TrainedModel
 # The job document is built in the service layer, so that a worker can POST the very same document
@@ -27,6 +27,9 @@ MAX_ITERATIONS = 100_000
 MAX_CHAINS = 256
 MAX_LAYERS = 6
 MAX_CHANNELS = 512
+MAX_CATEGORIES = 16
+MAX_CATEGORY_NAME = 40
+CATEGORY_NAME = r"^[A-Za-z0-9_-]+$"
 
 
 # ---- datasets ------------------------------------------------------------------------------
@@ -141,7 +144,9 @@ class PresetOverrides(BaseModel):
     preview_every: Optional[int] = Field(None, ge=1, le=MAX_ITERATIONS)
     kind: Optional[Literal["texture", "codebook", "object"]] = None
     schedule: Optional[Literal["layer_by_layer", "end_to_end"]] = None
-    learner: Optional[Literal["ml", "cd", "short_run"]] = None
+    learner: Optional[Literal["ml", "cd", "short_run", "recovery"]] = None
+    recovery_drop: Optional[float] = Field(None, gt=0, lt=1, description=(
+        "Learner recovery: the fraction of pixels dropped from each chain's start."))
     optimizer: Optional[Literal["release", "adam"]] = None
     resize: Optional[Literal["crop", "stretch"]] = None
     mean: Optional[Literal["imagenet", "data", "zero"]] = None
@@ -151,10 +156,28 @@ class PresetOverrides(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class ModelCreate(BaseModel):
+class CategoryIn(BaseModel):
+    """One category of a model of several: a name and the dataset that shows it."""
+
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: str = Field(max_length=64, description="The dataset to learn from.")
+    name: str = Field(min_length=1, max_length=MAX_CATEGORY_NAME, pattern=CATEGORY_NAME,
+                      description="Letters, digits, '_' and '-'; unique within the model. Samples name it.")
+    dataset_id: str = Field(max_length=64, description="The dataset of this category's images.")
+
+
+class ModelCreate(BaseModel):
+    """Give ``dataset_id`` (a model of one category) or ``categories`` (one net with an output per
+    category, each learned from its dataset against the Gaussian base category), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: Optional[str] = Field(None, max_length=64, description="The dataset to learn from (one category).")
+    categories: Optional[list[CategoryIn]] = Field(
+        None, min_length=2, max_length=MAX_CATEGORIES,
+        description="Several categories, each from its own dataset (instead of dataset_id); their order is the "
+                    "order of the model's outputs (category index 0, 1, ...). Needs a preset with schedule "
+                    "end_to_end (texture-fast, object-fast, cd).")
     preset: str = Field("texture-fast", max_length=64, description="A preset name (GET /v1/presets).")
     overrides: PresetOverrides = Field(default_factory=PresetOverrides)
     webhook: Optional[WebhookIn] = Field(None, description="POST the job document here when the job ends.")
@@ -167,10 +190,18 @@ class CurvePoint(BaseModel):
     gap: float = Field(description="mean f(observed) - mean f(synthesized); learning drives it to zero.")
 
 
+class CategoryOut(BaseModel):
+    name: str
+    dataset_id: str
+
+
 class ModelOut(BaseModel):
     id: str
     status: Literal["ready"] = "ready"
-    dataset_id: str
+    dataset_id: str = Field(description="The dataset it was learned from (with several categories: the first's).")
+    categories: list[CategoryOut] = Field(
+        description="Its categories in the order of the net's outputs (a sample's category is a name or an index "
+                    "into this list); a model learned from one dataset has one, named default.")
     job_id: str
     preset: str
     kind: str
@@ -185,7 +216,8 @@ class ModelOut(BaseModel):
     @classmethod
     def of(cls, m: TrainedModel) -> "ModelOut":
         return cls(
-            id=m.id, dataset_id=m.dataset_id, job_id=m.job_id, preset=m.preset, kind=m.kind, learner=m.learner,
+            id=m.id, dataset_id=m.dataset_id, categories=[CategoryOut(**c) for c in m.category_list()],
+            job_id=m.job_id, preset=m.preset, kind=m.kind, learner=m.learner,
             image_size=m.image_size, iterations=m.iterations, config=m.config, created_at=m.created_at,
             learning_curve=[CurvePoint(**p) for p in m.curve],
             links={"self": f"/v1/models/{m.id}", "weights": f"/v1/models/{m.id}/weights",
@@ -209,7 +241,27 @@ class SampleCreate(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Same seed, same images.")
     init: Optional[Literal["zeros", "noise", "persistent"]] = Field(
         None, description="Where chains start (default: the model's own choice).")
+    # Any + the schema by hand (rather than a union) so that a bad value is one error naming ``category``
+    category: Annotated[Any, WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": MAX_CATEGORIES - 1},
+        {"type": "string", "minLength": 1, "maxLength": MAX_CATEGORY_NAME},
+        {"type": "null"}]})] = Field(
+        None, description="Which of the model's categories to sample: a name (string) or an index (integer) into "
+                          "the model's categories (default: the first). The job's result names it.")
     webhook: Optional[WebhookIn] = Field(None, description="POST the job document here when the job ends.")
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError("a category is a name (a string) or an index (an integer)")
+        if isinstance(value, int) and not 0 <= value < MAX_CATEGORIES:
+            raise ValueError(f"a category index is between 0 and {MAX_CATEGORIES - 1}")
+        if isinstance(value, str) and not 1 <= len(value) <= MAX_CATEGORY_NAME:
+            raise ValueError(f"a category name has 1 to {MAX_CATEGORY_NAME} characters")
+        return value
 
 
 # ---- jobs ----------------------------------------------------------------------------------

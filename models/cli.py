@@ -6,7 +6,9 @@ run that failed, 2 for a bad command line); nothing here prints a traceback to a
 
 from __future__ import annotations
 
+import glob
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -61,8 +63,12 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print the full p
 
 @app.command()
 def train(
-    images: List[Path] = typer.Argument(..., help="Training images (one texture, or a few aligned objects)."),
+    images: Optional[List[Path]] = typer.Argument(None, help="Training images (one texture, or a few aligned objects)."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (safetensors)."),
+    categories: List[str] = typer.Option(
+        [], "--category", "-c", metavar="NAME=PATH[,PATH...]",
+        help="Instead of IMAGES: a category and its images (paths or globs, comma-separated); repeat it for a "
+             "model of several categories, one net with an output per category (preset with schedule end_to_end)."),
     preset: str = typer.Option("texture-fast", "--preset", "-p", help="Preset name (see `gcn presets`)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="Iterations (per stage when layer by layer)."),
     overrides: List[str] = typer.Option([], "--set", help="Override a preset field: key=value (repeatable)."),
@@ -72,12 +78,16 @@ def train(
     force: bool = typer.Option(False, "--force", help="Overwrite OUT when it exists."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA when present)."),
 ) -> None:
-    """Learn a model from IMAGES and write it to OUT, with previews of the synthesis as it learns."""
+    """Learn a model from IMAGES (or from several categories of images, --category) and write it
+    to OUT, with previews of the synthesis as it learns."""
     from tqdm import tqdm
 
     from .presets import get_preset
     from .transforms import make_grid, to_pil_images
 
+    if bool(images) == bool(categories):
+        fail("give the training images, or --category NAME=PATH[,PATH...] (repeatable), not both", 2)
+    sources = [str(i) for i in images] if images else parse_categories(categories)
     try:
         p = get_preset(preset).with_overrides(overrides)
         if iterations is not None:
@@ -106,17 +116,59 @@ def train(
                 grid.save(preview_dir / f"preview_{progress.iteration:06d}.png")
 
         model = run_training(
-            [str(i) for i in images], p, out, device=_device(device),
+            sources, p, out, device=_device(device),
             checkpoint_every=checkpoint_every, resume=resume, on_progress=on_progress,
         )
         for bar in bars:
             bar.close()
         last = model.history[-1] if model.history else {}
-        typer.echo(f"wrote {out} ({len(model.history)} iterations, last gap {last.get('gap', float('nan')):.4g}); previews in {preview_dir}")
+        named = f", categories {', '.join(model.category_names)}" if model.categories > 1 else ""
+        typer.echo(f"wrote {out} ({len(model.history)} iterations, last gap {last.get('gap', float('nan')):.4g}"
+                   f"{named}); previews in {preview_dir}")
     except typer.Exit:
         raise
     except _known_errors() as e:
         fail(str(e))
+
+
+CATEGORY_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def parse_categories(specs: List[str]) -> dict[str, list[str]]:
+    """``--category NAME=PATH[,PATH...]`` options -> {name: [paths]} in the order given; a path
+    with ``*``, ``?`` or ``[`` is a glob (sorted). Exit 2 with one line for a malformed one."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, paths = spec.partition("=")
+        name = name.strip()
+        if not sep or not paths.strip():
+            fail(f"--category {spec!r}: expected NAME=PATH[,PATH...]", 2)
+        if not CATEGORY_NAME.fullmatch(name):
+            fail(f"--category {spec!r}: a name is 1 to 40 letters, digits, '_' or '-'", 2)
+        if name in out:
+            fail(f"--category {name!r} is given twice; category names must be unique", 2)
+        files: list[str] = []
+        for pattern in (p.strip() for p in paths.split(",")):
+            if not pattern:
+                continue
+            if glob.has_magic(pattern):
+                matched = sorted(glob.glob(pattern))
+                if not matched:
+                    fail(f"--category {name}: {pattern} matches no file", 2)
+                files += matched
+            else:
+                files.append(pattern)
+        out[name] = files
+    return out
+
+
+def category_arg(model, value: Optional[str]):
+    """``--category`` of sample/reconstruct/eval: a name of the model's, else an index."""
+    if value is None:
+        return 0
+    if value in model.category_names or not value.strip().lstrip("-").isdigit():
+        return value
+    return int(value)
 
 
 @app.command()
@@ -128,6 +180,8 @@ def sample(
     steps: Optional[int] = typer.Option(None, min=0, max=100000, help="Langevin steps (default: the preset's)."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same images."),
     init: Optional[str] = typer.Option(None, help="zeros, noise or persistent (default: the model's own)."),
+    category: Optional[str] = typer.Option(None, "--category", "-c", metavar="NAME|INDEX",
+                                           help="Which category to sample (see `gcn info`; default: the first)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N."),
 ) -> None:
     """Synthesize N images by Langevin dynamics; writes sample_000.png ... and grid.png."""
@@ -138,6 +192,7 @@ def sample(
 
     try:
         model, state = checkpoint.load(model_path, _device(device))
+        k = model.category_index(category_arg(model, category))
         chains = state[1].get("chains") if state else None
         how = init or default_init(model, chains)
         bars: list = []
@@ -148,15 +203,17 @@ def sample(
             bars[0].n = t
             bars[0].refresh()
 
-        x = synthesize(model, n, size=size, steps=steps, seed=seed, init=how, chains=chains, callback=on_step)
+        x = synthesize(model, n, size=size, steps=steps, seed=seed, init=how, chains=chains, callback=on_step,
+                       category=k)
         for bar in bars:
             bar.close()
         images, grid = sample_images(model, x)
         out.mkdir(parents=True, exist_ok=True)
-        for k, im in enumerate(images):
-            im.save(out / f"sample_{k:03d}.png")
+        for i, im in enumerate(images):
+            im.save(out / f"sample_{i:03d}.png")
         grid.save(out / "grid.png")
-        typer.echo(f"wrote {len(images)} images and grid.png to {out}")
+        named = f" of category {model.category_names[k]}" if model.categories > 1 else ""
+        typer.echo(f"wrote {len(images)} images{named} and grid.png to {out}")
     except _known_errors() as e:
         fail(str(e))
 
@@ -167,6 +224,8 @@ def reconstruct(
     image: Path = typer.Argument(..., help="Image to encode and decode."),
     out: Path = typer.Option(..., "--out", "-o", help="PNG for the reconstruction sigma^2 df/dI."),
     side_by_side: bool = typer.Option(False, help="Write the (fitted) input and the reconstruction side by side."),
+    category: Optional[str] = typer.Option(None, "--category", "-c", metavar="NAME|INDEX",
+                                           help="Whose df_k/dI (default: the first category)."),
     device: Optional[str] = typer.Option(None),
 ) -> None:
     """The auto-encoder view: reconstruct IMAGE as sigma^2 * df/dI under the model."""
@@ -176,7 +235,7 @@ def reconstruct(
 
     try:
         model, _ = checkpoint.load(model_path, _device(device))
-        original, rebuilt = reconstruct_image(model, str(image))
+        original, rebuilt = reconstruct_image(model, str(image), category=category_arg(model, category))
         out.parent.mkdir(parents=True, exist_ok=True)
         (make_grid([original, rebuilt], columns=2) if side_by_side else rebuilt).save(out)
         typer.echo(f"wrote {out}")
@@ -222,13 +281,16 @@ def inpaint(
 
 @app.command()
 def info(model_path: Path = typer.Argument(..., metavar="MODEL")) -> None:
-    """Print a checkpoint's config (preset, mean, depth, learner counters) as JSON."""
+    """Print a checkpoint's config (preset, mean, depth, category names, learner counters) as JSON."""
     from . import checkpoint
+    from .model import default_category_names
 
     try:
         config = checkpoint.read_config(model_path)
     except _known_errors() as e:
         fail(str(e))
+    if "category_names" not in config:  # written before categories existed
+        config["category_names"] = default_category_names(int((config.get("preset") or {}).get("categories", 1)))
     history = config.pop("history", [])
     config["history"] = {"iterations": len(history), "last": history[-1] if history else None}
     typer.echo(json.dumps(config, indent=2))
@@ -243,6 +305,8 @@ def evaluate_model(
     seed: int = typer.Option(0),
     init: Optional[str] = typer.Option(None),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+    category: Optional[str] = typer.Option(None, "--category", "-c", metavar="NAME|INDEX",
+                                           help="Which category's samples (default: the first)."),
     device: Optional[str] = typer.Option(None),
 ) -> None:
     """Quality metrics of the model's samples against its data, with each metric's real floor."""
@@ -255,10 +319,12 @@ def evaluate_model(
         model, state = checkpoint.load(model_path, _device(device))
         chains = state[1].get("chains") if state else None
         how = init or default_init(model, chains)
-        x = synthesize(model, n, steps=steps, seed=seed, init=how, chains=chains)
+        k = model.category_index(category_arg(model, category))
+        x = synthesize(model, n, steps=steps, seed=seed, init=how, chains=chains, category=k)
         data = load_pixels([str(i) for i in images], model.preset.image_size, model.preset.resize)
         metrics = evaluate(to_pixels(x, model.mean).clamp(0, 255).cpu(), data, seed=seed)
         metrics["init"] = how
+        metrics["category"] = model.category_names[k]
     except _known_errors() as e:
         fail(str(e))
     text = json.dumps(metrics, indent=2)

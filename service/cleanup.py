@@ -76,6 +76,9 @@ def cleanup(settings: Settings, db: Database, artifacts: LocalArtifactStore, *, 
     with db.session() as s:
         active_models = set(s.scalars(select(Job.model_id).where(Job.status.in_(ACTIVE), Job.kind != "learn")))
         active_datasets = set(s.scalars(select(Job.dataset_id).where(Job.status.in_(ACTIVE))))
+        for params in s.scalars(select(Job.params).where(Job.status.in_(ACTIVE), Job.kind == "learn")):
+            # a model of several categories learns from one dataset per category
+            active_datasets.update(c.get("dataset_id") for c in (params or {}).get("categories") or [])
 
         if settings.result_ttl > 0:
             cutoff = now - timedelta(seconds=settings.result_ttl)

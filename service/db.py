@@ -75,7 +75,7 @@ class TrainedModel(Base):
     __tablename__ = "gcn_models"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    dataset_id: Mapped[str] = mapped_column(String(32), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(32), index=True)  # the (first category's) dataset
     job_id: Mapped[str] = mapped_column(String(32))
     preset: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # the preset's kind: texture | codebook | object
@@ -86,7 +86,17 @@ class TrainedModel(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the full preset
     curve: Mapped[list[Any]] = mapped_column(JSON)  # learning curve, thinned
     api_key_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True, index=True)
+    # [{"name": ..., "dataset_id": ...}, ...]: one per output of the net, in order (index = position);
+    # None (rows written before categories): one category, "default", learned from dataset_id
+    categories: Mapped[Optional[list[Any]]] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def category_list(self) -> list[dict[str, str]]:
+        """Its categories in order, ``[{"name", "dataset_id"}, ...]``; a row without any has one,
+        ``default``, learned from ``dataset_id``."""
+        if self.categories:
+            return [{"name": str(c["name"]), "dataset_id": str(c["dataset_id"])} for c in self.categories]
+        return [{"name": "default", "dataset_id": self.dataset_id}]
 
 
 class Job(Base):

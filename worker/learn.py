@@ -1,4 +1,6 @@
 """Learning job: a dataset + a preset -> a model (safetensors weights + a row), with previews.
+With ``categories`` in its params (``[{"name", "dataset_id"}, ...]``), one net of several
+categories is learned, each from its own dataset; the model row records them.
 
 The checkpoint lives in the job's folder and is rewritten every ``GCN_CHECKPOINT_EVERY``
 iterations; a redelivered job finds it and ``models.pipeline.train(resume=True)`` continues from
@@ -24,10 +26,22 @@ from .jobrun import JobRun
 def run_learning(run: JobRun) -> None:
     job, store, artifacts, settings = run.job, run.store, run.artifacts, run.settings
     params = job.params
-    dataset = store.dataset(job.dataset_id or "")
-    if dataset is None:
-        raise ValueError(f"dataset {job.dataset_id} no longer exists")
-    sources = [str(artifacts.path(keys.dataset_image(dataset.id, k))) for k in range(dataset.image_count)]
+    # one category from the job's dataset, or {name: images} for a model of several categories
+    wanted = params.get("categories") or [{"name": None, "dataset_id": job.dataset_id or ""}]
+    datasets = []
+    for c in wanted:
+        dataset = store.dataset(c["dataset_id"])
+        if dataset is None:
+            raise ValueError(f"dataset {c['dataset_id']} no longer exists")
+        datasets.append(dataset)
+
+    def images(d) -> list[str]:
+        return [str(artifacts.path(keys.dataset_image(d.id, k))) for k in range(d.image_count)]
+
+    if params.get("categories"):
+        sources = {c["name"]: images(d) for c, d in zip(wanted, datasets)}
+    else:
+        sources = images(datasets[0])
     preset = get_preset(params["preset"], params.get("overrides") or {})
     ckpt_key = keys.job_checkpoint(job.id)
     ckpt = artifacts.path(ckpt_key)
@@ -75,13 +89,16 @@ def run_learning(run: JobRun) -> None:
     assert model_id is not None
     weights_key = keys.model_weights(model_id)
     artifacts.copy(ckpt_key, weights_key)
+    categories = [{"name": name, "dataset_id": d.id} for name, d in zip(model.category_names, datasets)]
     row = TrainedModel(
-        id=model_id, dataset_id=dataset.id, job_id=job.id, preset=params["preset"], kind=model.preset.kind,
+        id=model_id, dataset_id=datasets[0].id, job_id=job.id, preset=params["preset"], kind=model.preset.kind,
         learner=model.preset.learner, image_size=model.preset.image_size,
         chain_size=int(chains.shape[-1]) if chains is not None else None,
         iterations=len(history), config=model.preset.to_dict(), curve=thin_curve(history),
+        api_key_id=job.api_key_id, categories=categories,
     )
-    result = {"model_id": model_id, "iterations": len(history), "resumed_from": resumed_from, "device": str(device)}
+    result = {"model_id": model_id, "iterations": len(history), "resumed_from": resumed_from, "device": str(device),
+              "categories": [c["name"] for c in categories]}
     if run.succeed(result, row):
         artifacts.delete(ckpt_key)
     else:  # the job was taken from this worker meanwhile: publish nothing

@@ -1,4 +1,7 @@
-"""Sampling and reconstruction jobs: a learned model -> PNGs (each image and a grid)."""
+"""Sampling and reconstruction jobs: a learned model -> PNGs (each image and a grid).
+
+Sampling takes ``category`` (a name or an index of the model's categories; default the first)
+and its result names it; a reconstruction is the first category's."""
 
 from __future__ import annotations
 
@@ -25,20 +28,24 @@ def run_sampling(run: JobRun) -> None:
     steps = model.preset.sample_steps if p.get("steps") is None else p["steps"]
     init = p.get("init") or default_init(model, chains, size)
     n = p["n"]
-    run.tick(0, steps, metrics={"init": init, "size": size}, force=True)
+    # a name (the API resolves the request's name or index to one) or an index; None: the first
+    index = model.category_index(0 if p.get("category") is None else p["category"])
+    category = model.category_names[index]
+    info = {"init": init, "size": size, "category": category}
+    run.tick(0, steps, metrics=info, force=True)
 
     def on_step(t: int, total: int, _x) -> None:
-        run.tick(t, total, metrics={"init": init, "size": size})
+        run.tick(t, total, metrics=info)
 
     x = synthesize(model, n, size=size, steps=steps, seed=p.get("seed", 0), init=init, chains=chains,
-                   callback=on_step, callback_every=1)
+                   callback=on_step, callback_every=1, category=index)
     images, grid = sample_images(model, x)
     for k, im in enumerate(images):
         run.artifacts.put(keys.job_image(run.id, k), png_bytes(im))
     run.artifacts.put(keys.job_grid(run.id), png_bytes(grid))
-    run.tick(steps, steps, eta=0.0, metrics={"init": init, "size": size}, force=True)
+    run.tick(steps, steps, eta=0.0, metrics=info, force=True)
     run.succeed({"images": len(images), "size": size, "steps": steps, "init": init, "seed": p.get("seed", 0),
-                 "device": str(model.device)})
+                 "category": category, "category_index": index, "device": str(model.device)})
 
 
 def run_reconstruction(run: JobRun) -> None:
@@ -49,4 +56,5 @@ def run_reconstruction(run: JobRun) -> None:
     run.artifacts.put(keys.job_image(run.id, 1), png_bytes(rebuilt))
     run.artifacts.put(keys.job_grid(run.id), png_bytes(make_grid([original, rebuilt], columns=2)))
     run.tick(1, 1, eta=0.0, force=True)
-    run.succeed({"images": 2, "size": model.preset.image_size, "order": ["input", "reconstruction"]})
+    run.succeed({"images": 2, "size": model.preset.image_size, "order": ["input", "reconstruction"],
+                 "category": model.category_names[0]})  # the first category's reconstruction

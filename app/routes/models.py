@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from service.artifacts import keys, png_bytes
 from service.auth import Principal
-from service.db import TrainedModel
+from service.db import Dataset, TrainedModel
 from service.ingest import UploadError, decode_image
 from service.jobs import BadCursor, JobKind, new_id
 from service.limits import TooBig, check as check_memory
@@ -87,32 +87,78 @@ def start(services, principal: Principal, kind: JobKind, params: dict, *, webhoo
 
 @router.post("", status_code=202, response_model=JobOut,
              responses=job_responses(401, 409, 422, 503),
-             summary="Learn a model from a dataset (starts a job)")
+             summary="Learn a model from a dataset, or from several (one per category) (starts a job)")
 def create_model(body: ModelCreate, services: ServicesDep, principal: PrincipalDep,
                  idempotency_key: IdempotencyKey = None):
-    with Idempotent(services.db, principal, idempotency_key, "POST /v1/models", body.model_dump(mode="json"),
+    content = body.model_dump(mode="json")
+    if content.get("categories") is None:  # the fingerprint of a request from before categories existed
+        content.pop("categories", None)
+    with Idempotent(services.db, principal, idempotency_key, "POST /v1/models", content,
                     services.settings.idempotency_ttl) as idem:
         if idem.replay is not None:
             return idem.replay
-        dataset = services.store.dataset(body.dataset_id)
-        if dataset is None or not principal.owns(dataset.api_key_id):
-            raise invalid("dataset_id", f"no dataset with id {body.dataset_id!r}")
+        datasets = learning_datasets(services, principal, body)
         overrides = body.overrides.as_dict()
         try:
             preset = resolve(body.preset, overrides)
         except PresetProblem as e:
             raise invalid(e.field, str(e)) from None
+        if body.categories is not None:
+            preset = with_categories(body.preset, overrides, len(body.categories))
         try:
-            check_memory(preset.layers, preset.image_size, preset.n_chains + dataset.image_count,
+            check_memory(preset.layers, preset.image_size,
+                         preset.categories * preset.n_chains + sum(d.image_count for d in datasets),
                          services.settings.max_job_memory_mb, size_field="overrides.image_size",
                          batch_field="overrides.n_chains", layers_field="overrides.layers")
         except TooBig as e:
             raise invalid(e.field, str(e)) from None
         model_id = new_id()
         params = {"preset": body.preset, "overrides": overrides, "iterations": preset.total_iterations}
-        job = start(services, principal, JobKind.learn, params, dataset_id=dataset.id, model_id=model_id,
+        if body.categories is not None:
+            params["categories"] = [{"name": c.name, "dataset_id": c.dataset_id} for c in body.categories]
+        job = start(services, principal, JobKind.learn, params, dataset_id=datasets[0].id, model_id=model_id,
                     total=preset.total_iterations, webhook=body.webhook)
         return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
+
+
+def learning_datasets(services, principal: Principal, body: ModelCreate) -> list[Dataset]:
+    """The dataset of each category (one without categories); 422 naming the field at fault."""
+    if body.categories is None:
+        if body.dataset_id is None:
+            raise invalid("dataset_id", "required: the dataset to learn from (or categories: several datasets, "
+                                        "one per category)")
+        dataset = services.store.dataset(body.dataset_id)
+        if dataset is None or not principal.owns(dataset.api_key_id):
+            raise invalid("dataset_id", f"no dataset with id {body.dataset_id!r}")
+        return [dataset]
+    if body.dataset_id is not None:
+        raise invalid("categories", "give either dataset_id (one category) or categories (several), not both")
+    seen: dict[str, int] = {}
+    out = []
+    for k, c in enumerate(body.categories):
+        if c.name in seen:
+            raise invalid(f"categories.{k}.name", f"{c.name!r} is already the name of category {seen[c.name]}; "
+                                                  f"category names must be unique")
+        seen[c.name] = k
+        dataset = services.store.dataset(c.dataset_id)
+        if dataset is None or not principal.owns(dataset.api_key_id):
+            raise invalid(f"categories.{k}.dataset_id", f"no dataset with id {c.dataset_id!r}")
+        out.append(dataset)
+    return out
+
+
+def with_categories(name: str, overrides: dict, k: int):
+    """The preset (already checked with ``overrides``) of a model of ``k`` categories; 422 when it
+    cannot have several (a layer-by-layer schedule), naming ``categories`` and the field that chose
+    the schedule."""
+    try:
+        return resolve(name, {**overrides, "categories": k})
+    except PresetProblem as e:
+        cause = "overrides.schedule" if "schedule" in overrides else "preset"
+        message = f"{e}; choose a preset with schedule end_to_end (such as texture-fast or object-fast)"
+        raise Problem(422, f"categories: {message}", type="/problems/validation", errors=[
+            {"field": field, "location": "body", "message": message, "type": "value_error"}
+            for field in ("categories", cause)]) from None
 
 
 @router.get("", response_model=ModelPage, responses=responses(401, 422))
@@ -156,8 +202,11 @@ def get_weights(model_id: str, services: ServicesDep, principal: PrincipalDep):
              summary="Synthesize new images (starts a job)")
 def create_samples(model_id: str, body: SampleCreate, services: ServicesDep, principal: PrincipalDep,
                    idempotency_key: IdempotencyKey = None):
+    content = body.model_dump(mode="json")
+    if content.get("category") is None:  # the fingerprint of a request from before categories existed
+        content.pop("category", None)
     with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/samples",
-                    body.model_dump(mode="json"), services.settings.idempotency_ttl) as idem:
+                    content, services.settings.idempotency_ttl) as idem:
         if idem.replay is not None:
             return idem.replay
         m = ready_model(services, principal, model_id)
@@ -177,9 +226,26 @@ def create_samples(model_id: str, body: SampleCreate, services: ServicesDep, pri
             except TooBig as e:
                 raise invalid(e.field, str(e)) from None
         params = body.model_dump(exclude={"webhook"})
+        params["category"] = sample_category(m, body.category)
         steps = body.steps if body.steps is not None else int((m.config or {}).get("sample_steps", 0))
         job = start(services, principal, JobKind.sample, params, model_id=m.id, total=steps, webhook=body.webhook)
         return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
+
+
+def sample_category(m: TrainedModel, category) -> str:
+    """The name of the asked category of ``m`` (None: the first); 422 naming ``category`` with the
+    model's categories otherwise."""
+    names = [c["name"] for c in m.category_list()]
+    listed = ", ".join(f"{n} ({k})" for k, n in enumerate(names))
+    if category is None:
+        return names[0]
+    if isinstance(category, str):
+        if category in names:
+            return category
+        raise invalid("category", f"unknown category {category!r}; this model's categories are: {listed}")
+    if 0 <= category < len(names):
+        return names[category]
+    raise invalid("category", f"category index {category} is out of range; this model's categories are: {listed}")
 
 
 @router.post("/{model_id}/reconstructions", status_code=202, response_model=JobOut,

@@ -223,6 +223,17 @@ async function openModel(id) {
     $("#model-summary").textContent =
       `${m.kind} model, preset ${m.preset}, ${m.iterations} iterations, ${m.image_size} px` +
       (m.kind === "object" ? " (objects sample at this size only)" : " (textures sample at any size)");
+    const names = (m.categories || []).map((c) => c.name);
+    if (names.length > 1) $("#model-summary").textContent += `; ${names.length} categories: ${names.join(", ")}`;
+    const category = $("#category");
+    category.innerHTML = "";
+    for (const name of names) {
+      const opt = document.createElement("option");
+      opt.value = name;
+      opt.textContent = name;
+      category.append(opt);
+    }
+    $("#category-field").hidden = names.length < 2; // one category: nothing to choose
     $("#size").value = m.image_size;
     $("#size").disabled = m.kind === "object";
     const weights = $("#weights");
@@ -274,6 +285,8 @@ async function sample(event) {
   const body = { n: Number($("#n").value || 4), seed: Number($("#seed").value || 0) };
   if ($("#size").value && m.kind !== "object") body.size = Number($("#size").value);
   if ($("#steps").value) body.steps = Number($("#steps").value);
+  const several = (m.categories || []).length > 1;
+  if (several) body.category = $("#category").value;
   const status = $("#sample-status");
   try {
     const job = await api(`/v1/models/${m.id}/samples`, {
@@ -282,11 +295,14 @@ async function sample(event) {
     const done = await runJob(job, status);
     const gallery = $("#gallery");
     gallery.innerHTML = "";
+    // with several categories, every caption names the one sampled (the job's result says which)
+    const of = several && done.result.category ? `${done.result.category} ` : "";
+    const file = of ? `${done.result.category}-` : "";
     for (const [k, path] of done.links.images.entries()) {
-      gallery.append(figure(await imageURL(path), `sample ${k + 1}`, `sample-${done.id}-${k}.png`));
+      gallery.append(figure(await imageURL(path), `${of}sample ${k + 1}`, `sample-${file}${done.id}-${k}.png`));
     }
-    gallery.append(figure(await imageURL(done.links.grid), "grid", `grid-${done.id}.png`));
-    status.textContent = `${done.links.images.length} images`;
+    gallery.append(figure(await imageURL(done.links.grid), `${of}grid`, `grid-${file}${done.id}.png`));
+    status.textContent = `${done.links.images.length} images` + (of ? ` of category ${done.result.category}` : "");
     refreshLists();
   } catch (err) {
     status.textContent = "";
@@ -492,7 +508,8 @@ async function refreshLists() {
       b.type = "button";
       b.textContent = `Open ${m.id.slice(0, 8)}`;
       b.addEventListener("click", () => openModel(m.id));
-      li.append(b, ` ${m.kind} · ${m.preset} · ${m.image_size} px`);
+      const cats = (m.categories || []).length > 1 ? ` · ${m.categories.map((c) => c.name).join(", ")}` : "";
+      li.append(b, ` ${m.kind} · ${m.preset} · ${m.image_size} px${cats}`);
       ml.append(li);
     }
     if (!models.items.length) ml.innerHTML = "<li>No models yet.</li>";

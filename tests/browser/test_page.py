@@ -228,3 +228,58 @@ def test_every_control_has_a_label_and_takes_the_keyboard(server, browser):
         reached.add(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
     assert {"drop", "files", "preset", "iterations", "image-size", "start", "refresh"} <= reached, reached
     page.close()
+
+
+def test_a_model_of_several_categories_samples_the_chosen_one(server, browser, shots):
+    """A model of two categories (learned through the API): the Sample form offers a labelled
+    category select, reachable with the keyboard, and the captions name the category sampled."""
+    from stripes import HORIZONTAL, LEARN, VERTICAL  # tests/stripes.py
+
+    http = httpx.Client(base_url=server, timeout=30)
+    ids = []
+    for images in (HORIZONTAL, VERTICAL):
+        files = []
+        for k, im in enumerate(images):
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+            files.append(("images", (f"{k}.png", buf.getvalue(), "image/png")))
+        ids.append(http.post("/v1/datasets", files=files, data={"kind": "texture"}).json()["id"])
+    body = {"categories": [{"name": "horizontal", "dataset_id": ids[0]}, {"name": "vertical", "dataset_id": ids[1]}],
+            "overrides": {**LEARN, "iterations": 20}}
+    job = http.post("/v1/models", json=body).json()
+    deadline = time.monotonic() + 180
+    while (j := http.get(f"/v1/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed", "canceled"):
+        assert time.monotonic() < deadline, j
+        time.sleep(0.3)
+    assert j["status"] == "succeeded", j
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(20_000)
+    page.goto(server)
+    page.wait_for_selector("#models li button")
+    page.locator("#models li", has_text="horizontal, vertical").locator("button").click()
+    page.wait_for_selector("#category-field:not([hidden])")
+    assert page.text_content("label[for=category]") == "Category"
+    assert page.eval_on_selector_all("#category option", "os => os.map((o) => o.value)") == ["horizontal", "vertical"]
+    assert "2 categories: horizontal, vertical" in page.text_content("#model-summary")
+    # from the keyboard: focus the select, pick the second category, then the form's submit button
+    page.focus("#category")
+    page.keyboard.press("ArrowDown")
+    assert page.input_value("#category") == "vertical"
+    page.fill("#n", "2")
+    page.fill("#steps", "5")
+    page.click("#sample-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#gallery figure').length === 3", timeout=60_000)
+    captions = page.eval_on_selector_all("#gallery figcaption", "fs => fs.map((f) => f.textContent)")
+    assert captions == ["Download vertical sample 1", "Download vertical sample 2", "Download vertical grid"]
+    assert "of category vertical" in page.text_content("#sample-status")
+    page.screenshot(path=shots / "09-categories.png", full_page=True)
+
+    # a model of one category shows no select
+    page.evaluate("document.querySelector('#category-field').hidden = false")
+    single = http.get("/v1/models").json()["items"]
+    one = [m for m in single if len(m["categories"]) == 1]
+    if one:
+        page.evaluate(f"openModel({one[0]['id']!r})")
+        page.wait_for_selector("#category-field[hidden]", state="attached")
+    page.close()

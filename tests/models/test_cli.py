@@ -100,3 +100,72 @@ def test_bad_input_gives_one_line_and_a_non_zero_exit(tmp_path, brick64, args, m
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "m.safetensors").exists()
+
+
+# ---- several categories -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_categories(tmp_path_factory):
+    """A model of two categories (horizontal and vertical stripes) from files and a glob."""
+    from stripes import HORIZONTAL, VERTICAL
+
+    folder = tmp_path_factory.mktemp("cli-categories")
+    for k, im in enumerate(HORIZONTAL):
+        im.save(folder / f"h{k}.png")
+    for k, im in enumerate(VERTICAL):
+        im.save(folder / f"v{k}.png")
+    model = folder / "stripes.safetensors"
+    r = gcn("train", "--category", f"horizontal={folder / 'h0.png'},{folder / 'h1.png'},{folder / 'h2.png'}",
+            "-c", f"vertical={folder / 'v*.png'}", "--iterations", "3", *TINY, "--out", str(model))
+    assert r.returncode == 0, r.stderr
+    assert "categories horizontal, vertical" in r.stdout
+    return folder, model
+
+
+def test_train_with_categories_and_info_names_them(two_categories, trained):
+    _, model = two_categories
+    info = json.loads(gcn("info", str(model)).stdout)
+    assert info["category_names"] == ["horizontal", "vertical"] and info["preset"]["categories"] == 2
+    assert info["learner"]["iteration"] == 3
+    _, _, single, _ = trained
+    assert json.loads(gcn("info", str(single)).stdout)["category_names"] == ["default"]
+
+
+def test_sample_a_category_by_name_or_index(two_categories, tmp_path):
+    _, model = two_categories
+    outs = {}
+    for category in ("horizontal", "vertical", "0", "1"):
+        out = tmp_path / category
+        r = gcn("sample", str(model), "--n", "2", "--steps", "3", "--seed", "1", "--category", category, "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        name = {"0": "horizontal", "1": "vertical"}.get(category, category)
+        assert f"of category {name}" in r.stdout
+        outs[category] = (out / "sample_001.png").read_bytes()
+    assert outs["horizontal"] == outs["0"] and outs["vertical"] == outs["1"]
+    assert outs["horizontal"] != outs["vertical"]
+
+
+@pytest.mark.parametrize("args, message, code", [
+    (["sample", "MODEL", "--category", "diagonal", "--out", "x"],
+     "unknown category 'diagonal'; this model has: horizontal, vertical", 1),
+    (["sample", "MODEL", "--category", "2", "--out", "x"], "category index 2 out of range", 1),
+    (["reconstruct", "MODEL", "IMG", "--category", "-1", "--out", "r.png"], "out of range", 1),
+    (["train", "IMG", "--category", "a=IMG", "--out", "m.safetensors"], "not both", 2),
+    (["train", "--out", "m.safetensors"], "give the training images, or --category", 2),
+    (["train", "--category", "a", "--out", "m.safetensors"], "expected NAME=PATH", 2),
+    (["train", "--category", "a=", "--out", "m.safetensors"], "expected NAME=PATH", 2),
+    (["train", "--category", "a b=IMG", "-c", "c=IMG", "--out", "m.safetensors"], "a name is 1 to 40", 2),
+    (["train", "-c", "a=IMG", "-c", "a=IMG", "--out", "m.safetensors"], "given twice", 2),
+    (["train", "-c", "a=IMG", "-c", "b=nothing*.png", "--out", "m.safetensors"], "matches no file", 2),
+    (["train", "-c", "a=IMG", "-c", "b=missing.png", "--out", "m.safetensors"], "missing.png: no such file", 1),
+    (["train", "-c", "a=IMG", "-c", "b=IMG", "--preset", "texture", "--out", "m.safetensors"],
+     "categories must be 1 with schedule layer_by_layer", 1),
+])
+def test_bad_category_input_gives_one_line_and_the_right_exit(two_categories, tmp_path, brick64, args, message, code):
+    _, model = two_categories
+    brick64.save(tmp_path / "img.png")
+    args = [{"MODEL": str(model), "IMG": "img.png"}.get(a, a.replace("=IMG", "=img.png")) for a in args]
+    r = gcn(*args, cwd=tmp_path)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "m.safetensors").exists()

@@ -122,3 +122,15 @@ def test_data_usage_is_measured_and_cached(tmp_path):
     assert usage.used() == 1010
     usage.max_age = 0
     assert usage.used() == 1500
+
+
+def test_every_dataset_of_an_active_learning_job_of_several_categories_stays(store, tmp_path):
+    artifacts = LocalArtifactStore(tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", result_ttl=DAY, upload_ttl=DAY)
+    first, second, unused = dataset(store), dataset(store), dataset(store)
+    store.create(JobKind.learn, {"categories": [{"name": "a", "dataset_id": first.id},
+                                                {"name": "b", "dataset_id": second.id}]},
+                 dataset_id=first.id, model_id=new_id())
+    report = cleanup(settings, store.db, artifacts)
+    assert report.datasets == [unused.id]
+    assert store.dataset(first.id) is not None and store.dataset(second.id) is not None
