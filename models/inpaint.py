@@ -177,17 +177,15 @@ def inpaint_image(
     mask: Any = None,
     drop: Optional[float] = None,
     size: Optional[int] = None,
-    steps: Optional[int] = None,
-    noise: bool = True,
-    init: Optional[str] = None,
     seed: int = 0,
-    callback: Optional[StepCallback] = None,
-    callback_every: int = 10,
+    **recovery: Any,
 ) -> Inpainting:
     """Recover an image's missing pixels: those a ``mask`` image paints white, or a random
-    fraction ``drop`` of them. The image is fitted to ``size`` (textures: any size; objects:
-    their own), the model's pixel convention applied, and the recovery compared with the
-    original on the missing pixels, beside the mean and blur fills."""
+    fraction ``drop`` of them (drawn from ``seed``). The image is fitted to ``size`` (textures:
+    any size; objects: their own), the model's pixel convention applied, the missing pixels
+    recovered by ``recover`` (``recovery``: its steps, noise, init, callback, callback_every),
+    and the recovery compared with the original on the missing pixels, beside the mean and blur
+    fills."""
     if (mask is None) == (drop is None):
         raise ValueError("give either a mask image or a fraction of pixels to drop")
     p = model.preset
@@ -198,8 +196,7 @@ def inpaint_image(
     known = random_known_mask((size, size), drop, seed) if drop is not None else mask_from_image(mask, size, p.resize)
     check_mask(known)
     known = known.to(model.device)
-    y = recover(model, x, known, steps=steps, noise=noise, init=init, seed=seed, callback=callback,
-                callback_every=callback_every)
+    y = recover(model, x, known, seed=seed, **recovery)
     blank = to_model_space(torch.zeros_like(pixels), model.mean).to(model.device)
     observed_x = torch.where(known, x, blank)
     original, observed, recovered = to_pil_images(torch.cat([x, observed_x, y]).cpu(), model.mean)

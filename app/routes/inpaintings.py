@@ -11,15 +11,14 @@ from service.artifacts import keys, png_bytes
 from service.ingest import UploadError, decode_image
 from service.jobs import JobKind, new_id
 from service.limits import TooBig, check as check_memory
-from service.webhooks import MAX_URL
 
 from ..deps import ServicesDep
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
 from ..problems import Problem, invalid
-from ..schemas import MAX_SIZE, MAX_STEPS, JobOut, WebhookIn
+from ..schemas import MAX_SIZE, MAX_STEPS, JobOut
 from ..security import PrincipalDep
 from .datasets import check_quota, read_bytes, upload_problem
-from .models import job_responses, ready_model, start
+from .models import WebhookEventsForm, WebhookUrlForm, form_webhook, job_responses, ready_model, start
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -49,10 +48,8 @@ def create_inpainting(
     size: Annotated[Optional[int], Form(ge=8, le=MAX_SIZE, description=(
         "Side in pixels the image is fitted to (textures: any; objects: their own)."))] = None,
     seed: Annotated[int, Form(ge=0, le=2**31 - 1, description="Seed of the random mask and the noise.")] = 0,
-    webhook_url: Annotated[Optional[str], Form(max_length=MAX_URL, description=(
-        "POST the job document here when the job ends (http:// or https://)."))] = None,
-    webhook_events: Annotated[Optional[str], Form(max_length=64, description=(
-        "Comma-separated: completed (the default) and/or progress."))] = None,
+    webhook_url: WebhookUrlForm = None,
+    webhook_events: WebhookEventsForm = None,
     idempotency_key: IdempotencyKey = None,
 ):
     settings = services.settings
@@ -65,11 +62,9 @@ def create_inpainting(
                                                          max_bytes=settings.max_upload_bytes)
     except UploadError as e:
         raise upload_problem(e) from None
-    webhook = WebhookIn.from_form(webhook_url, webhook_events)
     params = {"drop": drop, "noise": noise, "steps": steps, "init": init, "size": size, "seed": seed}
     content = {"image": file_digest(data), "mask": None if mask_data is None else file_digest(mask_data), **params}
-    if webhook is not None:
-        content["webhook"] = {"url": webhook.url, "events": webhook.events}
+    webhook = form_webhook(webhook_url, webhook_events, content)
     with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/inpaintings",
                     content, settings.idempotency_ttl) as idem:
         if idem.replay is not None:

@@ -62,6 +62,22 @@ def ready_model(services, principal: Principal, model_id: str) -> TrainedModel:
     raise NotFound("model", model_id)
 
 
+# The webhook of a multipart request (JSON bodies carry a ``webhook`` object instead).
+WebhookUrlForm = Annotated[Optional[str], Form(max_length=MAX_URL, description=(
+    "POST the job document here when the job ends (http:// or https://)."))]
+WebhookEventsForm = Annotated[Optional[str], Form(max_length=64, description=(
+    "Comma-separated: completed (the default) and/or progress."))]
+
+
+def form_webhook(url: Optional[str], events: Optional[str], content: dict) -> Optional[WebhookIn]:
+    """The webhook of a multipart request (422 naming the form field when it is bad), added to
+    ``content``, the request's idempotency fingerprint."""
+    webhook = WebhookIn.from_form(url, events)
+    if webhook is not None:
+        content["webhook"] = {"url": webhook.url, "events": webhook.events}
+    return webhook
+
+
 def start(services, principal: Principal, kind: JobKind, params: dict, *, webhook: Optional[WebhookIn] = None, **kw):
     """Submit a job for this principal within its limits: 429 / 503 problems otherwise.
     ``webhook``: from the request body (or ``WebhookIn.from_form``); a 422 naming its field when
@@ -255,20 +271,16 @@ def create_reconstruction(
     model_id: str,
     image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image (decided by content).")],
     services: ServicesDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None,
-    webhook_url: Annotated[Optional[str], Form(max_length=MAX_URL, description=(
-        "POST the job document here when the job ends (http:// or https://)."))] = None,
-    webhook_events: Annotated[Optional[str], Form(max_length=64, description=(
-        "Comma-separated: completed (the default) and/or progress."))] = None,
+    webhook_url: WebhookUrlForm = None,
+    webhook_events: WebhookEventsForm = None,
 ):
     settings = services.settings
     try:
         data = read_bytes(image, field="image", label="image", max_bytes=settings.max_upload_bytes)
     except UploadError as e:
         raise upload_problem(e) from None
-    webhook = WebhookIn.from_form(webhook_url, webhook_events)
     content = {"image": file_digest(data)}
-    if webhook is not None:
-        content["webhook"] = {"url": webhook.url, "events": webhook.events}
+    webhook = form_webhook(webhook_url, webhook_events, content)
     with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/reconstructions",
                     content, settings.idempotency_ttl) as idem:
         if idem.replay is not None:

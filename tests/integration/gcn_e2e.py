@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -208,3 +210,44 @@ class Serve:
 
     def kill(self) -> None:
         stop_process(self.proc)
+
+
+# short intervals, so that progress, cancel and shutdown take a fraction of a second in tests
+SERVE_FAST = dict(GCN_CHECKPOINT_EVERY="5", GCN_PROGRESS_INTERVAL="0.3", GCN_CANCEL_POLL_INTERVAL="0.2",
+                  GCN_SHUTDOWN_GRACE="2", GCN_DEVICE="cpu")
+STACK_FAST = dict(checkpoint_every=5, progress_interval=0.3, cancel_poll_interval=0.2, heartbeat_interval=1,
+                  torch_threads=1, device="cpu")
+
+
+@contextlib.contextmanager
+def serving(folder: Path, **gcn: str):
+    """``gcn serve`` on ``folder/data`` with ``SERVE_FAST`` (and ``gcn`` overrides), killed at the
+    end unless the test stopped it."""
+    server = Serve(folder / "data", folder / "serve.log", **{**SERVE_FAST, **gcn})
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
+@contextlib.contextmanager
+def redis_stack(folder: Path, database_url: str, redis_url: str, name: str, **settings):
+    """As deployed: a Celery worker subprocess on a Redis queue of its own and the API (uvicorn,
+    in a thread), on the database at ``database_url``. Yields a dict with ``settings``, ``api``
+    (an ``Api``), ``worker`` (a test that replaces it stores the new one there) and ``folder``."""
+    from service.db import Database
+    from service.settings import Settings
+
+    queue = f"gpu-test-{uuid.uuid4().hex[:10]}"
+    s = Settings(data_dir=folder / "data", database_url=database_url, broker_url=redis_url, queue=queue,
+                 **{**STACK_FAST, **settings})
+    Database(s.database_url).create_all()
+    state = {"settings": s, "folder": folder, "worker": start_worker(s, folder / "worker.log", f"{name}-{queue}")}
+    try:
+        with ApiThread(s) as api:
+            state["api"] = Api(api.url)
+            yield state
+    finally:
+        stop_process(state["worker"])
+        cleanup_redis(redis_url, queue)

@@ -8,22 +8,15 @@ import io
 import pytest
 from PIL import Image
 
-from gcn_e2e import Api, Serve
+from gcn_e2e import Api, serving
 from stripes import HORIZONTAL, LEARN, VERTICAL, anisotropy  # tests/stripes.py
 
 pytestmark = pytest.mark.slow
 
-FAST = dict(GCN_CHECKPOINT_EVERY="50", GCN_PROGRESS_INTERVAL="0.3", GCN_CANCEL_POLL_INTERVAL="0.2",
-            GCN_SHUTDOWN_GRACE="2", GCN_DEVICE="cpu")
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("categories")
-    server = Serve(folder / "data", folder / "serve.log", **FAST)
-    yield Api(server.url)
-    if server.proc.poll() is None:
-        server.kill()
+    with serving(tmp_path_factory.mktemp("categories"), GCN_CHECKPOINT_EVERY="50") as server:
+        yield Api(server.url)
 
 
 def test_learn_two_categories_over_http_and_sample_each(served):

@@ -9,21 +9,15 @@ import time
 import pytest
 from PIL import Image
 
-from gcn_e2e import Api, Serve, alive, descendants
+from gcn_e2e import SERVE_FAST, Api, Serve, alive, descendants, serving
 
 pytestmark = pytest.mark.slow
-
-FAST = dict(GCN_CHECKPOINT_EVERY="5", GCN_PROGRESS_INTERVAL="0.3", GCN_CANCEL_POLL_INTERVAL="0.2",
-            GCN_SHUTDOWN_GRACE="2", GCN_DEVICE="cpu")
-
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("embedded")
-    server = Serve(folder / "data", folder / "serve.log", **FAST)
-    yield server, Api(server.url), folder
-    if server.proc.poll() is None:
-        server.kill()
+    with serving(folder) as server:
+        yield server, Api(server.url), folder
 
 
 def test_learn_sample_and_cancel_without_any_server(served, brick64):
@@ -66,7 +60,7 @@ def test_ctrl_c_stops_everything_and_a_restart_resumes_the_interrupted_job(serve
     assert not [pid for pid in children if alive(pid)]
     assert "gcn: stopped" in (folder / "serve.log").read_text()
 
-    again = Serve(folder / "data", folder / "serve.log", **FAST)
+    again = Serve(folder / "data", folder / "serve.log", **SERVE_FAST)
     try:
         api2 = Api(again.url)
         done = api2.wait(job["id"], timeout=180)

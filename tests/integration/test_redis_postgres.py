@@ -8,12 +8,11 @@ import io
 import os
 import signal
 import time
-import uuid
 
 import pytest
 from PIL import Image
 
-from gcn_e2e import Api, ApiThread, cleanup_redis, start_worker, stop_process
+from gcn_e2e import redis_stack
 
 pytestmark = pytest.mark.slow
 
@@ -22,21 +21,9 @@ pytestmark = pytest.mark.slow
 def stack(tmp_path_factory, redis_url, postgres_url):
     from service.db import Database
     from service.jobs import JobStore
-    from service.settings import Settings
 
-    folder = tmp_path_factory.mktemp("e2e")
-    queue = f"gpu-test-{uuid.uuid4().hex[:10]}"
-    settings = Settings(data_dir=folder / "data", database_url=postgres_url, broker_url=redis_url, queue=queue,
-                        checkpoint_every=5, progress_interval=0.3, cancel_poll_interval=0.2, heartbeat_interval=1,
-                        torch_threads=1, device="cpu")
-    Database(settings.database_url).create_all()
-    worker = start_worker(settings, folder / "worker.log", f"e2e-{queue}")
-    try:
-        with ApiThread(settings) as api:
-            yield Api(api.url), JobStore(Database(settings.database_url)), worker, folder / "worker.log"
-    finally:
-        stop_process(worker)
-        cleanup_redis(redis_url, queue)
+    with redis_stack(tmp_path_factory.mktemp("e2e"), postgres_url, redis_url, "e2e") as s:
+        yield s["api"], JobStore(Database(postgres_url)), s["worker"], s["folder"] / "worker.log"
 
 
 def test_learn_then_sample_two_96px_pngs(stack, brick64):

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from gcn_e2e import Api, ApiThread, Serve, cleanup_redis, start_worker, stop_process
+from gcn_e2e import SERVE_FAST, Api, Serve, redis_stack, start_worker
 from service import webhooks
 from webhook_receiver import HANG, Receiver
 
@@ -25,24 +25,9 @@ FAST = dict(webhook_allow_private=True, webhook_secret=SECRET, webhook_backoff=0
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, redis_url, own_postgres_url):
-    from service.db import Database
-    from service.settings import Settings
-
-    folder = tmp_path_factory.mktemp("webhooks")
-    queue = f"gpu-test-{uuid.uuid4().hex[:10]}"
-    settings = Settings(data_dir=folder / "data", database_url=own_postgres_url, broker_url=redis_url, queue=queue,
-                        checkpoint_every=5, progress_interval=0.2, cancel_poll_interval=0.2, heartbeat_interval=1,
-                        torch_threads=1, device="cpu", **FAST)
-    Database(settings.database_url).create_all()
-    state = {"worker": start_worker(settings, folder / "worker.log", f"hooks-{queue}"), "settings": settings,
-             "folder": folder}
-    try:
-        with ApiThread(settings) as api:
-            state["api"] = Api(api.url)
-            yield state
-    finally:
-        stop_process(state["worker"])
-        cleanup_redis(redis_url, queue)
+    with redis_stack(tmp_path_factory.mktemp("webhooks"), own_postgres_url, redis_url, "hooks",
+                     progress_interval=0.2, **FAST) as state:
+        yield state
 
 
 def verified(got) -> dict:
@@ -150,8 +135,7 @@ def test_embedded_serve_delivers_signed_with_its_generated_secret(tmp_path, bric
     """`gcn serve` (SQLite, no broker server): the worker's sender POSTs, signed with the key it
     generated into the data folder."""
     with Receiver() as receiver:
-        server = Serve(tmp_path / "data", tmp_path / "serve.log", GCN_CHECKPOINT_EVERY="5", GCN_PROGRESS_INTERVAL="0.3",
-                       GCN_SHUTDOWN_GRACE="2", GCN_DEVICE="cpu", GCN_WEBHOOK_ALLOW_PRIVATE="true",
+        server = Serve(tmp_path / "data", tmp_path / "serve.log", **SERVE_FAST, GCN_WEBHOOK_ALLOW_PRIVATE="true",
                        GCN_WEBHOOK_POLL_INTERVAL="0.2")
         try:
             api = Api(server.url)

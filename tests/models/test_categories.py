@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from models import EnergyNet, GenerativeModel, LangevinSampler, Learner, PresetError, checkpoint, get_preset
 from models.pipeline import make_learner, synthesize, train
+from stripes import stripes  # tests/stripes.py
 
 CPU = torch.device("cpu")
 SMALL = dict(image_size=24, layers=[[6, 5, 2, 2], [4, 3, 1, 1]], init_std=0.05)
@@ -27,16 +26,6 @@ def small_net(kind: str, categories: int, dtype=torch.float64, seed: int = 0) ->
         for conv in net.convs:
             conv.bias.copy_(torch.empty(conv.bias.shape).uniform_(-0.5, 0.5, generator=g))
     return net
-
-
-def stripes(horizontal: bool, phase: int, size: int = 32, period: int = 6) -> Image.Image:
-    a = np.full((size, size), 60, np.uint8)
-    on = (np.arange(size) + phase) % period < period // 2
-    if horizontal:
-        a[on, :] = 200
-    else:
-        a[:, on] = 200
-    return Image.fromarray(np.stack([a] * 3, axis=-1))
 
 
 def anisotropy(x: torch.Tensor) -> float:
