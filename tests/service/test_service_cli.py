@@ -64,6 +64,13 @@ def test_dependencies_point_one_way():
     assert r.returncode == 0, r.stderr
 
 
+def test_test_modules_have_unique_names():
+    """The test folders are not packages, so pytest imports each test module by its file name:
+    two files of one name in different folders break collection of the whole suite."""
+    names = [p.name for p in (ROOT / "tests").rglob("*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1 and n != "conftest.py") == []
+
+
 def test_keys_are_created_once_listed_without_tokens_and_revoked(tmp_path):
     import hashlib
     import json
