@@ -49,16 +49,17 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print the full p
     if as_json:
         typer.echo(json.dumps({n: get_preset(n).to_dict() for n in preset_names()}, indent=2))
         return
-    head = f"{'name':<13} {'kind':<9} {'size':>4} {'layers':<22} {'schedule':<14} {'iters':>5} {'T':>3} {'delta':>5} {'lr':>7} {'opt':<7} {'learner':<7} chains"
+    w = max(len(n) for n in preset_names())
+    head = f"{'name':<{w}} {'kind':<9} {'size':>4} {'layers':<22} {'schedule':<14} {'iters':>5} {'T':>3} {'delta':>5} {'lr':>7} {'opt':<7} {'learner':<9} chains"
     typer.echo(head)
     for n in preset_names():
         p = get_preset(n)
         layers = "-".join(f"{c.out_channels}@{c.kernel}/{c.stride}" for c in p.layers)
         typer.echo(
-            f"{n:<13} {p.kind:<9} {p.image_size:>4} {layers:<22} {p.schedule:<14} {p.iterations:>5} "
-            f"{p.langevin_steps:>3} {p.step_size:>5} {p.lr:>7.1e} {p.optimizer:<7} {p.learner:<7} {p.n_chains}"
+            f"{n:<{w}} {p.kind:<9} {p.image_size:>4} {layers:<22} {p.schedule:<14} {p.iterations:>5} "
+            f"{p.langevin_steps:>3} {p.step_size:>5} {p.lr:>7.1e} {p.optimizer:<7} {p.learner:<9} {p.n_chains}"
         )
-        typer.echo(f"{'':<13} {p.description}")
+        typer.echo(f"{'':<{w}} {p.description}")
 
 
 @app.command()
