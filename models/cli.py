@@ -256,6 +256,8 @@ def inpaint(
     noise: bool = typer.Option(True, "--noise/--no-noise", help="Langevin with noise, or noise-free gradient steps."),
     init: Optional[str] = typer.Option(None, help="Start of the missing pixels: noise, mean or blur."),
     seed: int = typer.Option(0, help="Seed of the random mask and of the Langevin noise."),
+    category: Optional[str] = typer.Option(None, "--category", "-c", metavar="NAME|INDEX",
+                                           help="Which category's model recovers (default: the first)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N."),
 ) -> None:
     """Recover missing pixels by Langevin dynamics on them alone, the known pixels clamped;
@@ -269,7 +271,8 @@ def inpaint(
     try:
         model, _ = checkpoint.load(model_path, _device(device))
         result = inpaint_image(model, str(image), mask=str(mask) if mask else None, drop=drop, size=size,
-                               steps=steps, noise=noise, init=init, seed=seed)
+                               steps=steps, noise=noise, init=init, seed=seed,
+                               category=model.category_index(category_arg(model, category)))
         out.mkdir(parents=True, exist_ok=True)
         result.observed.save(out / "observed.png")
         result.recovered.save(out / "recovered.png")

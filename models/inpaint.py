@@ -121,6 +121,7 @@ def recover(
     noise: bool = True,
     init: Optional[str] = None,
     seed: int = 0,
+    category: int | str = 0,
     callback: Optional[StepCallback] = None,
     callback_every: int = 10,
 ) -> torch.Tensor:
@@ -128,7 +129,8 @@ def recover(
     with the pixels where ``known`` ([1 or N, 1, H, W], bool) is True clamped to ``x``.
 
     ``init``: where the missing pixels start: noise (a draw of N(0, sigma^2)), mean (the observed
-    mean colour) or blur (the normalised-blur fill); None picks ``default_init``."""
+    mean colour) or blur (the normalised-blur fill); None picks ``default_init``. ``category``
+    (an index or a name): which output of a model of several categories drives the dynamics."""
     p = model.preset
     steps = default_steps(model) if steps is None else steps
     init = init or default_init(model)
@@ -148,9 +150,10 @@ def recover(
         start = fill_mean(x, known)
     else:
         start = fill_blur(x, known)
+    index = model.category_index(category)
     sampler = model.sampler(n_steps=steps, noise=noise)
-    return sampler.sample(model.net, start, generator=generator, mask=known, known=x,
-                          callback=callback, callback_every=callback_every)
+    return sampler.sample(model.net, start, generator=generator, mask=known, known=x, callback=callback,
+                          callback_every=callback_every, labels=index if model.categories > 1 else None)
 
 
 @dataclass
@@ -183,7 +186,8 @@ def inpaint_image(
     """Recover an image's missing pixels: those a ``mask`` image paints white, or a random
     fraction ``drop`` of them (drawn from ``seed``). The image is fitted to ``size`` (textures:
     any size; objects: their own), the model's pixel convention applied, the missing pixels
-    recovered by ``recover`` (``recovery``: its steps, noise, init, callback, callback_every),
+    recovered by ``recover`` (``recovery``: its steps, noise, init, category, callback and
+    callback_every),
     and the recovery compared with the original on the missing pixels, beside the mean and blur
     fills."""
     if (mask is None) == (drop is None):

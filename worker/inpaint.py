@@ -21,7 +21,8 @@ def run_inpainting(run: JobRun) -> None:
     mask = None
     if p.get("drop") is None:
         mask = str(run.artifacts.path(keys.job_mask(run.id)))
-    info = {"init": init, "size": size, "noise": p.get("noise", True)}
+    index = model.category_index(0 if p.get("category") is None else p["category"])
+    info = {"init": init, "size": size, "noise": p.get("noise", True), "category": model.category_names[index]}
     run.tick(0, steps, metrics=info, force=True)
 
     def on_step(t: int, total: int, _x) -> None:
@@ -29,8 +30,8 @@ def run_inpainting(run: JobRun) -> None:
 
     result = inpaint_image(
         model, str(run.artifacts.path(keys.job_input(run.id))), mask=mask, drop=p.get("drop"), size=size,
-        steps=steps, noise=p.get("noise", True), init=init, seed=p.get("seed", 0), callback=on_step,
-        callback_every=1,
+        steps=steps, noise=p.get("noise", True), init=init, seed=p.get("seed", 0), category=index,
+        callback=on_step, callback_every=1,
     )
     images = result.images()
     for k, im in enumerate(images):
@@ -40,5 +41,5 @@ def run_inpainting(run: JobRun) -> None:
     run.succeed({
         "images": len(images), "order": ORDER, "size": size, "steps": steps, "init": init,
         "noise": p.get("noise", True), "seed": p.get("seed", 0), "missing_fraction": result.missing_fraction,
-        "errors": result.errors, "device": str(model.device),
+        "errors": result.errors, "category": model.category_names[index], "device": str(model.device),
     })

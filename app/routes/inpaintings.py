@@ -18,7 +18,8 @@ from ..problems import Problem, invalid
 from ..schemas import MAX_SIZE, MAX_STEPS, JobOut
 from ..security import PrincipalDep
 from .datasets import check_quota, read_bytes, upload_problem
-from .models import WebhookEventsForm, WebhookUrlForm, form_webhook, job_responses, ready_model, start
+from .models import (WebhookEventsForm, WebhookUrlForm, form_webhook, job_responses, ready_model, sample_category,
+                     start)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -48,6 +49,9 @@ def create_inpainting(
     size: Annotated[Optional[int], Form(ge=8, le=MAX_SIZE, description=(
         "Side in pixels the image is fitted to (textures: any; objects: their own)."))] = None,
     seed: Annotated[int, Form(ge=0, le=2**31 - 1, description="Seed of the random mask and the noise.")] = 0,
+    category: Annotated[Optional[str], Form(max_length=40, description=(
+        "A model of several categories: the category (a name, or an index) whose model recovers the image "
+        "(default: the first)."))] = None,
     webhook_url: WebhookUrlForm = None,
     webhook_events: WebhookEventsForm = None,
     idempotency_key: IdempotencyKey = None,
@@ -64,12 +68,17 @@ def create_inpainting(
         raise upload_problem(e) from None
     params = {"drop": drop, "noise": noise, "steps": steps, "init": init, "size": size, "seed": seed}
     content = {"image": file_digest(data), "mask": None if mask_data is None else file_digest(mask_data), **params}
+    if category is not None:
+        content["category"] = category
     webhook = form_webhook(webhook_url, webhook_events, content)
     with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/inpaintings",
                     content, settings.idempotency_ttl) as idem:
         if idem.replay is not None:
             return idem.replay
         m = ready_model(services, principal, model_id)
+        names = [c["name"] for c in m.category_list()]
+        asked = int(category) if category is not None and category not in names and category.isdigit() else category
+        params["category"] = sample_category(m, asked)
         side = size or m.image_size
         if m.kind == "object" and side != m.image_size:
             raise invalid("size", f"this object model works on {m.image_size} x {m.image_size} images only")

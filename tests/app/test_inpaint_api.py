@@ -37,7 +37,7 @@ def test_an_inpainting_with_a_mask_is_queued_with_its_inputs_stored(client, serv
     job = r.json()
     assert job["kind"] == "inpaint" and job["progress"]["total"] == 7
     assert job["params"] == {"drop": None, "noise": False, "steps": 7, "init": "blur", "size": None, "seed": 4,
-                             "width": 64, "height": 64, "mask": "uploaded"}
+                             "category": "default", "width": 64, "height": 64, "mask": "uploaded"}
     assert r.headers["location"] == f"/v1/jobs/{job['id']}"
     stored = Image.open(services.artifacts.path(keys.job_mask(job["id"])))
     arr = np.asarray(stored)
@@ -89,3 +89,20 @@ def test_object_models_inpaint_at_their_size_and_unknown_models_are_404(client, 
             422, "size")
     assert client.post(f"/v1/models/{obj.id}/inpaintings", files=files, data={"drop": "0.5"}).status_code == 202
     problem(client.post("/v1/models/" + "0" * 32 + "/inpaintings", files=files, data={"drop": "0.5"}), 404)
+
+
+def test_a_model_of_several_categories_inpaints_with_the_category_asked_for(client, services, make_model, brick_png):
+    model = make_model()
+    with services.db.session() as session:  # as a learning job from two datasets leaves the row
+        row = session.get(type(model), model.id)
+        row.categories = [{"name": "brick", "dataset_id": model.dataset_id},
+                          {"name": "grass", "dataset_id": model.dataset_id}]
+        session.commit()
+    files = {"image": ("b.png", brick_png, "image/png")}
+    url = f"/v1/models/{model.id}/inpaintings"
+    assert client.post(url, files=files, data={"drop": "0.5"}).json()["params"]["category"] == "brick"
+    assert client.post(url, files=files, data={"drop": "0.5", "category": "grass"}).json()["params"]["category"] == "grass"
+    assert client.post(url, files=files, data={"drop": "0.5", "category": "1"}).json()["params"]["category"] == "grass"
+    body = problem(client.post(url, files=files, data={"drop": "0.5", "category": "sand"}), 422, "category")
+    assert "brick" in body["detail"] and "grass" in body["detail"]
+    problem(client.post(url, files=files, data={"drop": "0.5", "category": "2"}), 422, "category")

@@ -92,6 +92,18 @@ def test_noise_free_recovery_is_the_clamped_langevin_drift(tiny_model):
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-4)
 
 
+def test_a_model_of_several_categories_recovers_with_the_category_asked_for(brick64):
+    preset = TINY.replace(categories=2)
+    model = GenerativeModel.create(preset, torch.zeros(3), category_names=["brick", "grass"])
+    x = torch.randn(1, 3, 32, 32) * 40
+    known = random_known_mask((32, 32), 0.5, seed=2)
+    by_name = recover(model, x, known, steps=4, noise=False, init="blur", category="grass")
+    assert torch.equal(by_name, recover(model, x, known, steps=4, noise=False, init="blur", category=1))
+    assert not torch.equal(by_name, recover(model, x, known, steps=4, noise=False, init="blur", category=0))
+    with pytest.raises(ValueError, match="unknown category 'sand'"):
+        recover(model, x, known, steps=1, category="sand")
+
+
 def test_inpaint_image_reports_errors_and_baselines(tiny_model, brick64):
     r = inpaint_image(tiny_model, brick64, drop=0.5, steps=3, seed=1)
     assert [im.size for im in r.images()] == [(32, 32)] * 3
@@ -143,6 +155,8 @@ def test_cli_inpaint_writes_pngs_and_prints_errors(tmp_path, tiny_model, brick64
     assert r.returncode == 2 and r.stderr.strip() == "gcn: error: give either --mask MASK.png or --drop FRACTION"
     r = _gcn("inpaint", ckpt, tmp_path / "b.png", "--drop", 1.5, "--out", tmp_path / "o3")
     assert r.returncode == 1 and "drop must be a fraction" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _gcn("inpaint", ckpt, tmp_path / "b.png", "--drop", 0.5, "--category", "brick", "--out", tmp_path / "o4")
+    assert r.returncode == 1 and r.stderr.strip() == "gcn: error: unknown category 'brick'; this model has: default"
 
 
 def test_the_recovery_learner_starts_chains_from_the_data_with_pixels_dropped(brick64):

@@ -26,6 +26,7 @@ def test_inpainting_writes_observed_recovered_original_and_the_errors(runtime, d
     r = done.result
     assert r["images"] == 3 and r["order"] == ["observed", "recovered", "original"] and r["size"] == 48
     assert 0.4 < r["missing_fraction"] < 0.6 and r["init"] == "noise"  # a short-run model starts from noise
+    assert r["category"] == "default"
     assert r["errors"]["rmse"] > 0 and r["errors"]["baselines"]["blur"]["rmse"] > 0
     observed, recovered, original = (np.asarray(Image.open(runtime.artifacts.path(keys.job_image(job.id, k))))
                                      for k in range(3))
