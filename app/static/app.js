@@ -455,6 +455,7 @@ async function inpaint(event) {
     }
     form.append("noise", $("#inpaint-noise").checked ? "true" : "false");
     form.append("seed", $("#inpaint-seed").value || "0");
+    if (!$("#category-field").hidden) form.append("category", $("#category").value); // the Sample form's choice
     if ($("#inpaint-steps").value) form.append("steps", $("#inpaint-steps").value);
     const job = await api(`/v1/models/${state.model.id}/inpaintings`, { method: "POST", body: form });
     const done = await runJob(job, status);
@@ -469,7 +470,8 @@ async function inpaint(event) {
     body.append(errorRow("model (Langevin)", e), errorRow("blur of the known pixels", e.baselines.blur),
                 errorRow("mean colour", e.baselines.mean));
     $("#inpaint-errors").hidden = false;
-    status.textContent = `done: ${(100 * done.result.missing_fraction).toFixed(0)} % of the pixels recovered`;
+    const by = $("#category-field").hidden ? "" : ` by the ${done.result.category} model`;
+    status.textContent = `done: ${(100 * done.result.missing_fraction).toFixed(0)} % of the pixels recovered${by}`;
     refreshLists();
   } catch (err) {
     status.textContent = "";
