@@ -26,7 +26,7 @@ from service.settings import Settings
 from . import problems
 from .deps import Services
 from .metrics import Metrics, MetricsMiddleware
-from .routes import datasets, health, inpaintings, jobs, models, page
+from .routes import datasets, health, inpaintings, jobs, models, page, webhooks
 from .security import AuthMiddleware
 
 log = logging.getLogger("gcn.api")
@@ -110,7 +110,7 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[str] = Non
     app.state.metrics = Metrics(services.store)
     app.state.auth_required = auth_required
     problems.install(app)
-    for module in (datasets, models, inpaintings, jobs, health, page):
+    for module in (datasets, models, inpaintings, jobs, webhooks, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(AuthMiddleware, keys=services.keys, required=auth_required)

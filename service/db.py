@@ -164,6 +164,8 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
     leased_until: Mapped[Optional[datetime]] = mapped_column(nullable=True)  # a sender is on it until then
     lease_token: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
+    # the job's API key: its deliveries are signed with that key's own secret (webhooks.signing_key)
+    api_key_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
 
 
 class ApiKey(Base):

@@ -155,6 +155,17 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def signing_key(secret: bytes, api_key_id: Optional[str]) -> bytes:
+    """The key that signs the webhooks of jobs made with API key ``api_key_id``: the server's
+    secret for jobs made without a key (auth off: one user), else a key of that API key's own,
+    HMAC-SHA256(secret, "gcn-webhook-key:" + id) in hex. So a receiver of one API key's webhooks,
+    which must hold its signing key, cannot sign requests that another key's receiver would
+    accept; ``GET /v1/webhooks/secret`` hands each key its own."""
+    if api_key_id is None:
+        return secret
+    return hmac.new(secret, f"gcn-webhook-key:{api_key_id}".encode(), hashlib.sha256).hexdigest().encode()
+
+
 def verify(secret: bytes, timestamp: str | int, body: bytes, signature: str, *, tolerance: float = 300,
            now: Optional[float] = None) -> bool:
     """What a receiver does: the signature matches (constant-time) and the timestamp is within
@@ -240,7 +251,8 @@ def enqueue(s: Session, job_id: str, event: str) -> Optional[str]:
         if old:
             s.execute(delete(this).where(this.id.in_(old)).execution_options(synchronize_session=False))
     row = WebhookDelivery(id=uuid.uuid4().hex, job_id=job_id, event=event, url=hook["url"], status=PENDING,
-                          attempts=0, log=[], created_at=now, updated_at=now, next_attempt_at=now)
+                          attempts=0, log=[], created_at=now, updated_at=now, next_attempt_at=now,
+                          api_key_id=job.api_key_id)
     rows = list(s.scalars(select(this).where(this.job_id == job_id).order_by(this.created_at, this.id))) + [row]
     try:
         row.payload = jobdoc.body(job, rows)
@@ -373,6 +385,7 @@ class Lease:
     started: datetime
     log: list[dict[str, Any]] = field(default_factory=list)
     previous_attempt_at: Optional[datetime] = None
+    api_key_id: Optional[str] = None  # whose secret signs it
 
 
 def _iso(when: Optional[datetime]) -> Optional[str]:
@@ -487,12 +500,13 @@ class Dispatcher:
             s.commit()
             if not won:
                 return None  # another sender took it
-            got = s.execute(select(d.job_id, d.url, d.payload, d.log).where(d.id == row.id)).one_or_none()
+            got = s.execute(select(d.job_id, d.url, d.payload, d.log, d.api_key_id)
+                            .where(d.id == row.id)).one_or_none()
         if got is None:
             return None
         return Lease(id=row.id, job_id=got.job_id, event=row.event, url=got.url, payload=got.payload,
                      attempt=row.attempts + 1, token=token, started=now, log=list(got.log or []),
-                     previous_attempt_at=row.last_attempt_at or row.created_at)
+                     previous_attempt_at=row.last_attempt_at or row.created_at, api_key_id=got.api_key_id)
 
     def attempt(self, lease: Lease) -> Outcome:
         """POST a leased delivery once and record what happened."""
@@ -516,7 +530,8 @@ class Dispatcher:
         return {
             "Content-Type": "application/json", "User-Agent": USER_AGENT,
             "X-GCN-Event": lease.event, "X-GCN-Delivery": lease.id, "X-GCN-Attempt": str(lease.attempt),
-            "X-GCN-Timestamp": str(timestamp), "X-GCN-Signature": sign(self.secret, timestamp, body),
+            "X-GCN-Timestamp": str(timestamp),
+            "X-GCN-Signature": sign(signing_key(self.secret, lease.api_key_id), timestamp, body),
         }
 
     def _render_now(self, job_id: str) -> Optional[str]:

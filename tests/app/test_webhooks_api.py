@@ -135,3 +135,22 @@ def test_the_openapi_document_describes_webhooks(client):
     form = spec["paths"]["/v1/models/{model_id}/reconstructions"]["post"]["requestBody"]["content"]
     ref = form["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert {"webhook_url", "webhook_events"} <= set(schemas[ref]["properties"])
+
+
+def test_each_key_fetches_its_own_signing_secret(keyed_client, keys, client):
+    from service import webhooks
+
+    services = keyed_client.app.state.services
+    server = webhooks.load_secret(services.settings)
+
+    def fetch(token):
+        return keyed_client.get("/v1/webhooks/secret", headers={"Authorization": f"Bearer {token}"})
+
+    a, b = fetch(keys["a"]), fetch(keys["b"])
+    assert a.status_code == b.status_code == 200 and a.headers["cache-control"] == "no-store"
+    assert a.json() == {"secret": webhooks.signing_key(server, keys["a_id"]).decode(), "scope": "api-key"}
+    assert b.json()["secret"] == webhooks.signing_key(server, keys["b_id"]).decode() != a.json()["secret"]
+    problem(keyed_client.get("/v1/webhooks/secret"), 401)
+    # keys off (one user): the server's own secret
+    own = webhooks.load_secret(client.app.state.services.settings).decode()
+    assert client.get("/v1/webhooks/secret").json() == {"secret": own, "scope": "server"}

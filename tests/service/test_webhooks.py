@@ -256,6 +256,24 @@ def test_a_delivery_is_posted_signed_with_the_job_document(store, settings, rece
     assert webhooks.Dispatcher(store.db, settings).run_once() == 0 and len(receiver.received) == 1
 
 
+def test_each_api_keys_webhooks_are_signed_with_that_keys_own_secret(store, settings, receiver):
+    """A receiver holds the key that verifies it; one API key's receiver must not be able to sign
+    what another key's receiver accepts, so each key has its own (derived) signing key."""
+    server = SECRET.encode()
+    a, b = webhooks.signing_key(server, "a" * 32), webhooks.signing_key(server, "b" * 32)
+    assert webhooks.signing_key(server, None) == server and len({a, b, server}) == 3
+    assert webhooks.signing_key(server, "a" * 32) == a  # derived, so every worker agrees without storing it
+    job = store.create(JobKind.sample, {"n": 1}, api_key_id="a" * 32,
+                       webhook=webhooks.admit(receiver.url, allow_private=True))
+    store.request_cancel(job.id)
+    webhooks.Dispatcher(store.db, settings).run_once()
+    [got] = receiver.wait(1)
+    h = got.headers
+    assert webhooks.verify(a, h["X-GCN-Timestamp"], got.body, h["X-GCN-Signature"])
+    assert not webhooks.verify(b, h["X-GCN-Timestamp"], got.body, h["X-GCN-Signature"])
+    assert not webhooks.verify(server, h["X-GCN-Timestamp"], got.body, h["X-GCN-Signature"])
+
+
 def test_a_failing_receiver_gets_retries_until_it_answers_2xx(store, settings):
     with Receiver(500, 503, 429) as receiver:
         job = hooked(store, receiver.url)
