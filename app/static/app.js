@@ -109,25 +109,70 @@ function pickPresetForKind(kind) {
   describePreset();
 }
 
+// ---- several categories: a name and images per category ------------------------------------------
+let categoryCount = 0;
+
+function addCategoryRow() {
+  const k = ++categoryCount;
+  const row = document.createElement("div");
+  row.className = "row category-row";
+  row.innerHTML =
+    `<div class="field"><label for="cat-name-${k}">Category name</label>` +
+    `<input id="cat-name-${k}" class="cat-name" maxlength="40" pattern="[A-Za-z0-9_-]+" placeholder="e.g. brick"></div>` +
+    `<div class="field"><label for="cat-files-${k}">Its images</label>` +
+    `<input id="cat-files-${k}" class="cat-files" type="file" accept="image/png,image/jpeg,image/webp" multiple></div>` +
+    `<button type="button" class="remove-category">Remove</button>`;
+  row.querySelector(".remove-category").addEventListener("click", () => row.remove());
+  $("#category-rows").append(row);
+  return row;
+}
+
+// [{name, files}] of the filled category rows, or null when the page learns one set of images
+function chosenCategories() {
+  if (!$("#categories-box").open) return null;
+  const rows = [...document.querySelectorAll(".category-row")]
+    .map((r) => ({ name: r.querySelector(".cat-name").value.trim(), files: [...r.querySelector(".cat-files").files] }))
+    .filter((c) => c.name || c.files.length);
+  return rows.length ? rows : null;
+}
+
+async function uploadDataset(files, kind) {
+  const form = new FormData();
+  for (const f of files) form.append("images", f, f.name);
+  form.append("kind", kind);
+  return api("/v1/datasets", { method: "POST", body: form });
+}
+
 async function startLearning(event) {
   event.preventDefault();
   clearError();
-  if (!state.files.length) return showError("Choose at least one image first.");
+  const categories = chosenCategories();
+  if (categories) {
+    if (categories.length < 2) return showError("Give at least two categories, each with a name and images.");
+    const bad = categories.find((c) => !c.name || !c.files.length);
+    if (bad) return showError(`Category ${bad.name || "without a name"}: give it a name and at least one image.`);
+  } else if (!state.files.length) {
+    return showError("Choose at least one image first.");
+  }
   const button = $("#start");
   button.disabled = true;
   try {
-    const form = new FormData();
-    for (const f of state.files) form.append("images", f, f.name);
-    form.append("kind", document.querySelector("input[name=kind]:checked").value);
-    const dataset = await api("/v1/datasets", { method: "POST", body: form });
+    const kind = document.querySelector("input[name=kind]:checked").value;
     const overrides = {};
     const iterations = $("#iterations").value, size = $("#image-size").value;
     if (iterations) overrides.iterations = Number(iterations);
     if (size) overrides.image_size = Number(size);
+    const body = { preset: $("#preset").value, overrides };
+    if (categories) {
+      body.categories = [];
+      for (const c of categories) body.categories.push({ name: c.name, dataset_id: (await uploadDataset(c.files, kind)).id });
+    } else {
+      body.dataset_id = (await uploadDataset(state.files, kind)).id;
+    }
     const job = await api("/v1/models", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ dataset_id: dataset.id, preset: $("#preset").value, overrides }),
+      body: JSON.stringify(body),
     });
     watch(job);
   } catch (err) {
@@ -555,6 +600,9 @@ function init() {
   $("#sample-form").addEventListener("submit", sample);
   $("#recon-form").addEventListener("submit", reconstruct);
   $("#inpaint-form").addEventListener("submit", inpaint);
+  $("#add-category").addEventListener("click", () => addCategoryRow().querySelector(".cat-name").focus());
+  addCategoryRow();
+  addCategoryRow();
   for (const r of document.querySelectorAll("input[name=mask-mode]")) r.addEventListener("change", showMaskEditor);
   $("#inpaint-file").addEventListener("change", (e) => loadMaskImage(e.target.files[0]).catch(showError));
   const canvas = $("#mask-canvas");

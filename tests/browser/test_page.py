@@ -230,34 +230,43 @@ def test_every_control_has_a_label_and_takes_the_keyboard(server, browser):
     page.close()
 
 
-def test_a_model_of_several_categories_samples_the_chosen_one(server, browser, shots):
-    """A model of two categories (learned through the API): the Sample form offers a labelled
-    category select, reachable with the keyboard, and the captions name the category sampled."""
-    from stripes import HORIZONTAL, LEARN, VERTICAL  # tests/stripes.py
+def test_a_model_of_several_categories_learns_and_samples_the_chosen_one(server, browser, shots, tmp_path):
+    """Learning from two named sets of images on the page makes one model of two categories; the
+    Sample form then offers a labelled category select, reachable with the keyboard, and the
+    captions name the category sampled."""
+    from stripes import HORIZONTAL, VERTICAL  # tests/stripes.py
 
-    http = httpx.Client(base_url=server, timeout=30)
-    ids = []
-    for images in (HORIZONTAL, VERTICAL):
-        files = []
+    paths = {}
+    for name, images in (("horizontal", HORIZONTAL), ("vertical", VERTICAL)):
+        paths[name] = []
         for k, im in enumerate(images):
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-            files.append(("images", (f"{k}.png", buf.getvalue(), "image/png")))
-        ids.append(http.post("/v1/datasets", files=files, data={"kind": "texture"}).json()["id"])
-    body = {"categories": [{"name": "horizontal", "dataset_id": ids[0]}, {"name": "vertical", "dataset_id": ids[1]}],
-            "overrides": {**LEARN, "iterations": 20}}
-    job = http.post("/v1/models", json=body).json()
-    deadline = time.monotonic() + 180
-    while (j := http.get(f"/v1/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed", "canceled"):
-        assert time.monotonic() < deadline, j
-        time.sleep(0.3)
-    assert j["status"] == "succeeded", j
+            path = tmp_path / f"{name}-{k}.png"
+            im.save(path)
+            paths[name].append(str(path))
+    http = httpx.Client(base_url=server, timeout=30)
 
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.set_default_timeout(20_000)
     page.goto(server)
-    page.wait_for_selector("#models li button")
-    page.locator("#models li", has_text="horizontal, vertical").locator("button").click()
+    page.wait_for_selector("#preset option[value=texture-fast]", state="attached")
+    page.click("#categories-box summary")
+    page.fill("#cat-name-1", "horizontal")
+    page.set_input_files("#cat-files-1", paths["horizontal"])
+    page.click("#start")  # the second category has no name nor images yet: refused in words
+    page.wait_for_selector("#error:not([hidden])")
+    assert "at least two categories" in page.text_content("#error")
+    page.fill("#cat-name-2", "vertical")
+    page.set_input_files("#cat-files-2", paths["vertical"])
+    page.fill("#iterations", "20")
+    page.fill("#image-size", "32")
+    page.screenshot(path=shots / "09a-categories-chosen.png", full_page=True)
+    page.click("#start")
+    page.wait_for_selector("#model:not([hidden])", timeout=180_000)
+    assert page.text_content("#watch-status") == "succeeded"
+    model = http.get(f"/v1/models/{page.text_content('#model-id')}").json()
+    assert [c["name"] for c in model["categories"]] == ["horizontal", "vertical"]
+    assert len({c["dataset_id"] for c in model["categories"]}) == 2  # one dataset per category
+
     page.wait_for_selector("#category-field:not([hidden])")
     assert page.text_content("label[for=category]") == "Category"
     assert page.eval_on_selector_all("#category option", "os => os.map((o) => o.value)") == ["horizontal", "vertical"]
