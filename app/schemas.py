@@ -64,7 +64,7 @@ class WebhookIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=MAX_URL, pattern=r"^https?://", description="An http:// or https:// URL.")
+    url: str = Field(max_length=MAX_URL, pattern=r"^(?i:https?)://", description="An http:// or https:// URL.")
     events: list[Literal["completed", "progress"]] = Field(
         default_factory=lambda: ["completed"], min_length=1, max_length=2,
         description="completed: once, when the job succeeds, fails or is canceled (retried until delivered); "

@@ -46,6 +46,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -337,14 +338,32 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
+_RESOLVER = ThreadPoolExecutor(4, thread_name_prefix="webhook-dns")  # getaddrinfo has no timeout of its own
+
+
+def _abort(conn: http.client.HTTPConnection) -> None:
+    """Called at the deadline: wake a read or write blocked on the receiver's socket."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, allow_private: bool) -> Outcome:
-    """One POST (no redirects followed, no proxy), the receiver's answer classified."""
+    """One POST (no redirects followed, no proxy), the receiver's answer classified. ``timeout``
+    bounds the whole exchange, name resolution included: a receiver that answers a byte at a time
+    cannot hold a sender (and every delivery behind it) longer than that, nor outlive the lease."""
+    deadline = time.monotonic() + timeout
     parts = urlsplit(url)
     https = parts.scheme.lower() == "https"
     host = parts.hostname or ""
     port = parts.port or (443 if https else 80)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(timeout)
+    except FutureTimeout:
+        return Outcome(error=f"cannot resolve {host}: no answer in {timeout:g} s")
     except (socket.gaierror, UnicodeError) as e:
         return Outcome(error=f"cannot resolve {host}: {getattr(e, 'strerror', None) or e}")
     addresses: list[str] = []
@@ -357,17 +376,24 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, allo
         if bad:
             return Outcome(error=f"refused: {host} resolves to {bad[0]}, not a public address "
                                  "(GCN_WEBHOOK_ALLOW_PRIVATE=true allows it)", permanent=True)
+    remaining = max(deadline - time.monotonic(), 0.05)
     conn: http.client.HTTPConnection
-    conn = _PinnedHTTPS(host, port, addresses, timeout) if https else _PinnedHTTP(host, port, addresses, timeout)
+    conn = (_PinnedHTTPS(host, port, addresses, remaining) if https
+            else _PinnedHTTP(host, port, addresses, remaining))
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    watchdog = threading.Timer(remaining, _abort, args=(conn,))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         conn.request("POST", target, body=body, headers=headers)
-        response = conn.getresponse()
+        response = conn.getresponse()  # the status line and headers are the answer; the body is not read
         return classify(response.status, response.reason or "", _retry_after(response.getheader("Retry-After")))
     except (OSError, http.client.HTTPException) as e:
-        kind = "timed out" if isinstance(e, TimeoutError) else f"{e.__class__.__name__}: {e}"
+        late = time.monotonic() >= deadline
+        kind = "timed out" if late or isinstance(e, TimeoutError) else f"{e.__class__.__name__}: {e}"
         return Outcome(error=f"no answer from {host}:{port}: {kind}"[:500])
     finally:
+        watchdog.cancel()
         conn.close()
 
 

@@ -442,3 +442,35 @@ def test_the_sender_thread_delivers_when_woken(store, settings, receiver):
         assert receiver.wait(1, timeout=10)[0].json["id"] == job.id
     finally:
         dispatcher.stop()
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_cannot_hold_the_sender_past_its_timeout():
+    """The timeout bounds the whole POST, not each read: a drip-feeding receiver is cut off."""
+    import socket as sk
+
+    server = sk.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                if stop.wait(0.3):
+                    return
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=drip, daemon=True).start()
+    started = time.monotonic()
+    outcome = webhooks.post(f"http://127.0.0.1:{server.getsockname()[1]}/hook", b"{}", {}, timeout=1.0,
+                            allow_private=True)
+    took = time.monotonic() - started
+    stop.set()
+    server.close()
+    assert not outcome.delivered and "timed out" in outcome.error, outcome
+    assert took < 2.0, took  # the drip would take ~11 s to finish its status line
