@@ -270,12 +270,22 @@ class Database:
             try:
                 Base.metadata.create_all(self.engine)
                 self._add_missing_columns()
+                self._backfill_model_keys()
                 self._checkpoint()
                 return
             except (IntegrityError, ProgrammingError, OperationalError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _backfill_model_keys(self) -> None:
+        """Models learned before workers recorded the API key on the model row have none, which
+        hid them from their owners (404): give each its learning job's key. Idempotent."""
+        with self.engine.begin() as conn:
+            conn.execute(text(
+                "UPDATE gcn_models SET api_key_id = (SELECT j.api_key_id FROM gcn_jobs j WHERE j.id = gcn_models.job_id) "
+                "WHERE api_key_id IS NULL AND EXISTS (SELECT 1 FROM gcn_jobs j WHERE j.id = gcn_models.job_id "
+                "AND j.api_key_id IS NOT NULL)"))
 
     def _add_missing_columns(self) -> None:
         engine = self.engine

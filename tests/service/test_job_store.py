@@ -173,3 +173,22 @@ def test_an_older_job_table_gets_the_new_columns(db):
     assert store.get(old.id).api_key_id is None
     mine = store.create(JobKind.sample, {"n": 1}, api_key_id="k" * 32)
     assert [j.id for j in store.list(api_key_id="k" * 32)[0]] == [mine.id]
+
+
+def test_models_learned_before_keys_were_recorded_on_them_get_their_jobs_key(store):
+    """Workers once wrote model rows without the API key, hiding them from their owners;
+    create_all gives such rows their learning job's key (and leaves keyless ones alone)."""
+    from service.db import TrainedModel
+    from service.jobs import new_id
+
+    keyed = store.create(JobKind.learn, {}, api_key_id="k" * 32, model_id=new_id())
+    keyless = store.create(JobKind.learn, {}, model_id=new_id())
+    for job in (keyed, keyless):
+        store.add(TrainedModel(id=job.model_id, dataset_id=new_id(), job_id=job.id, preset="texture-fast",
+                               kind="texture", learner="short_run", image_size=32, iterations=1, config={},
+                               curve=[]))
+    store.db.create_all()
+    assert store.model(keyed.model_id).api_key_id == "k" * 32
+    assert store.model(keyless.model_id).api_key_id is None
+    store.db.create_all()  # idempotent
+    assert store.model(keyed.model_id).api_key_id == "k" * 32
