@@ -46,10 +46,21 @@ def estimate_bytes(layers: Iterable[Any], size: int, batch: int) -> int:
     return batch * per_image * BYTES_PER_FLOAT * BACKWARD_FACTOR
 
 
+def top_multiplier(config: dict[str, Any]) -> int:
+    """How many times its listed channels a preset's top conv layer has: a texture model of K
+    categories has K channel groups on top (an object model's K outputs are FC units instead)."""
+    k = int(config.get("categories") or 1)
+    return 1 if config.get("kind") == "object" else k
+
+
 def check(layers: Iterable[Any], size: int, batch: int, limit_mb: int, *, size_field: str,
-          batch_field: str, layers_field: Optional[str] = None) -> int:
-    """The estimate in bytes, or ``TooBig`` naming the field to change."""
-    layers = list(layers)
+          batch_field: str, layers_field: Optional[str] = None, top: int = 1) -> int:
+    """The estimate in bytes, or ``TooBig`` naming the field to change. ``top``: the top layer's
+    channels are ``top`` times those listed (``top_multiplier``)."""
+    layers = [_layer(spec) for spec in layers]
+    if top > 1 and layers:
+        c, k, st, pad = layers[-1]
+        layers[-1] = (c * top, k, st, pad)
     for k, (_c, side) in enumerate(feature_sizes(layers, size)):
         if side < 1:
             raise TooBig(layers_field or size_field,

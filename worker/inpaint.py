@@ -15,7 +15,7 @@ from .sample import _load
 def run_inpainting(run: JobRun) -> None:
     p = run.job.params
     model, _ = _load(run)
-    steps = default_steps(model) if p.get("steps") is None else p["steps"]
+    steps = default_steps(model.preset) if p.get("steps") is None else p["steps"]
     init = p.get("init") or default_init(model)
     size = p.get("size") or model.preset.image_size
     mask = None

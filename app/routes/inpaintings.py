@@ -7,10 +7,12 @@ from typing import Annotated, Literal, Optional
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from models.inpaint import check_mask, default_steps, mask_from_image
+from models.presets import Preset, PresetError, get_preset
 from service.artifacts import keys, png_bytes
 from service.ingest import UploadError, decode_image
 from service.jobs import JobKind, new_id
-from service.limits import TooBig, check as check_memory
+from service.limits import TooBig, check as check_memory, top_multiplier
 
 from ..deps import ServicesDep
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
@@ -22,6 +24,16 @@ from .models import (WebhookEventsForm, WebhookUrlForm, form_webhook, job_respon
                      start)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def preset_of(m) -> Preset:
+    """The preset a model row was learned with: its config, or (a row with a partial config) the
+    config over the preset it names."""
+    config = dict(m.config or {})
+    try:
+        return Preset.from_dict(config)
+    except (PresetError, TypeError):
+        return get_preset(m.preset, {k: v for k, v in config.items() if k != "name"})
 
 
 @router.post("/{model_id}/inpaintings", status_code=202, response_model=JobOut,
@@ -77,7 +89,8 @@ def create_inpainting(
             return idem.replay
         m = ready_model(services, principal, model_id)
         names = [c["name"] for c in m.category_list()]
-        asked = int(category) if category is not None and category not in names and category.isdigit() else category
+        digits = category is not None and category.isascii() and category.isdigit()
+        asked = int(category) if digits and category not in names else category
         params["category"] = sample_category(m, asked)
         side = size or m.image_size
         if m.kind == "object" and side != m.image_size:
@@ -85,7 +98,8 @@ def create_inpainting(
         layers = (m.config or {}).get("layers")
         if layers:
             try:
-                check_memory(layers, side, 1, settings.max_job_memory_mb, size_field="size", batch_field="size")
+                check_memory(layers, side, 1, settings.max_job_memory_mb, size_field="size", batch_field="size",
+                             top=top_multiplier(m.config or {}))
             except TooBig as e:
                 raise invalid(e.field, str(e)) from None
         check_quota(services, 0)
@@ -97,6 +111,12 @@ def create_inpainting(
                 max_pixels=settings.max_image_pixels, as_mask=True)
         except UploadError as e:
             raise upload_problem(e) from None
+        preset = preset_of(m)
+        if decoded_mask is not None:  # a mask that hides nothing, or everything, is refused now, not by the worker
+            try:
+                check_mask(mask_from_image(decoded_mask, side, preset.resize))
+            except ValueError as e:
+                raise invalid("mask", str(e)) from None
         encoded = png_bytes(decoded)
         encoded_mask = None if decoded_mask is None else png_bytes(decoded_mask)
         stored = len(encoded) + (len(encoded_mask) if encoded_mask else 0)
@@ -106,7 +126,7 @@ def create_inpainting(
         if encoded_mask is not None:
             services.artifacts.put(keys.job_mask(job_id), encoded_mask)
         services.usage.add(stored)
-        steps_total = steps if steps is not None else int((m.config or {}).get("sample_steps", 0))
+        steps_total = steps if steps is not None else default_steps(preset)
         try:
             job = start(services, principal, JobKind.inpaint,
                         {**params, "width": decoded.width, "height": decoded.height,

@@ -13,7 +13,7 @@ from service.auth import Principal
 from service.db import Dataset, TrainedModel
 from service.ingest import UploadError, decode_image
 from service.jobs import BadCursor, JobKind, new_id
-from service.limits import TooBig, check as check_memory
+from service.limits import TooBig, check as check_memory, top_multiplier
 from service.presets import PresetProblem, resolve
 from service.submit import BrokerUnavailable, TooManyJobs, submit
 from service.webhooks import MAX_URL, BadWebhook, admit
@@ -125,7 +125,8 @@ def create_model(body: ModelCreate, services: ServicesDep, principal: PrincipalD
             check_memory(preset.layers, preset.image_size,
                          preset.categories * preset.n_chains + sum(d.image_count for d in datasets),
                          services.settings.max_job_memory_mb, size_field="overrides.image_size",
-                         batch_field="overrides.n_chains", layers_field="overrides.layers")
+                         batch_field="overrides.n_chains", layers_field="overrides.layers",
+                         top=top_multiplier(preset.to_dict()))
         except TooBig as e:
             raise invalid(e.field, str(e)) from None
         model_id = new_id()
@@ -238,7 +239,7 @@ def create_samples(model_id: str, body: SampleCreate, services: ServicesDep, pri
         if layers:
             try:
                 check_memory(layers, size, body.n, services.settings.max_job_memory_mb, size_field="size",
-                             batch_field="n")
+                             batch_field="n", top=top_multiplier(m.config or {}))
             except TooBig as e:
                 raise invalid(e.field, str(e)) from None
         params = body.model_dump(exclude={"webhook"})

@@ -72,6 +72,20 @@ def test_bad_inpainting_requests_are_422_naming_the_field(client, make_model, br
     problem(client.post(f"/v1/models/{make_model().id}/inpaintings", files=files, data=data), 422, field)
 
 
+@pytest.mark.parametrize("fill", [0, 255])
+def test_a_mask_that_hides_nothing_or_everything_is_422(client, make_model, brick_png, fill):
+    mask = _png(np.full((64, 64), fill, np.uint8))
+    body = problem(client.post(f"/v1/models/{make_model().id}/inpaintings",
+                               files={"image": ("b.png", brick_png, "image/png"), "mask": ("m.png", mask, "image/png")}),
+                   422, "mask")
+    assert ("no pixel to fill" if fill == 0 else "every pixel") in body["detail"]
+
+
+def test_a_category_in_other_digits_is_a_422_not_a_crash(client, make_model, brick_png):
+    problem(client.post(f"/v1/models/{make_model().id}/inpaintings", files={"image": ("b.png", brick_png, "image/png")},
+                        data={"drop": "0.5", "category": "\u00b2"}), 422, "category")
+
+
 def test_inpainting_uploads_are_checked_like_any_image(client, make_model, brick_png):
     model = make_model()
     problem(client.post(f"/v1/models/{model.id}/inpaintings", files={"image": ("x.txt", b"hello", "text/plain")},

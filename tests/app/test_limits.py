@@ -118,3 +118,19 @@ def test_uploads_past_the_data_quota_are_507(tmp_path, brick64):
         (tmp_path / "filler.bin").unlink()
         assert c.post("/v1/datasets", files=[("images", ("b.png", png(brick64), "image/png"))],
                       data={"kind": "texture"}).status_code == 201
+
+
+def test_the_memory_estimate_counts_every_categorys_top_channels():
+    """A texture model of K categories has K groups of top channels; object models' K outputs
+    are FC units, not channels."""
+    from service.limits import TooBig, check, top_multiplier
+
+    layers = [[32, 7, 2, 3], [32, 5, 1, 2]]
+    one = check(layers, 256, 8, 10_000, size_field="size", batch_field="n")
+    assert check(layers, 256, 8, 10_000, size_field="size", batch_field="n", top=16) > 4 * one
+    limit_mb = int(2 * one / 2**20) + 1
+    check(layers, 256, 8, limit_mb, size_field="size", batch_field="n")
+    with pytest.raises(TooBig):
+        check(layers, 256, 8, limit_mb, size_field="size", batch_field="n", top=16)
+    assert top_multiplier({"kind": "texture", "categories": 3}) == 3
+    assert top_multiplier({"kind": "object", "categories": 3}) == top_multiplier({"kind": "texture"}) == 1
