@@ -88,10 +88,7 @@ def create_inpainting(
         if idem.replay is not None:
             return idem.replay
         m = ready_model(services, principal, model_id)
-        names = [c["name"] for c in m.category_list()]
-        digits = category is not None and category.isascii() and category.isdigit()
-        asked = int(category) if digits and category not in names else category
-        params["category"] = sample_category(m, asked)
+        params["category"] = sample_category(m, category, form=True)
         side = size or m.image_size
         if m.kind == "object" and side != m.image_size:
             raise invalid("size", f"this object model works on {m.image_size} x {m.image_size} images only")

@@ -249,13 +249,16 @@ def create_samples(model_id: str, body: SampleCreate, services: ServicesDep, pri
         return idem.respond(202, JobOut.of(job), f"/v1/jobs/{job.id}")
 
 
-def sample_category(m: TrainedModel, category) -> str:
+def sample_category(m: TrainedModel, category, *, form: bool = False) -> str:
     """The name of the asked category of ``m`` (None: the first); 422 naming ``category`` with the
-    model's categories otherwise."""
+    model's categories otherwise. ``form``: the value is a form field's text, so ASCII digits that
+    are not a name are an index (in JSON a string is always a name)."""
     names = [c["name"] for c in m.category_list()]
     listed = ", ".join(f"{n} ({k})" for k, n in enumerate(names))
     if category is None:
         return names[0]
+    if form and isinstance(category, str) and category not in names and category.isascii() and category.isdigit():
+        category = int(category)
     if isinstance(category, str):
         if category in names:
             return category

@@ -3,7 +3,6 @@ job memory, request size (413, chunked too) and the data quota (507). Nothing ha
 
 from __future__ import annotations
 
-import io
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,15 +13,7 @@ from service.db import TrainedModel
 from service.jobs import new_id
 from service.settings import Settings
 
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+from test_access import bearer, png
 
 
 def upload(client, image, token):
