@@ -2,6 +2,10 @@
 
 ``Services`` is built once by ``create_app`` and kept on ``app.state``; a route asks for the one
 piece it needs. Who is asking is ``PrincipalDep`` (app/security.py).
+
+These are ``async def`` on purpose: they only read attributes, and FastAPI runs a plain ``def``
+dependency in its thread pool, one thread hand-off per dependency per request (measured: the
+hand-offs, not the work, were most of a status request's cost under 32 concurrent clients).
 """
 
 from __future__ import annotations
@@ -31,23 +35,23 @@ class Services:
     usage: DataUsage
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _settings(s: Annotated[Services, Depends(get_services)]) -> Settings:
+async def _settings(s: Annotated[Services, Depends(get_services)]) -> Settings:
     return s.settings
 
 
-def _store(s: Annotated[Services, Depends(get_services)]) -> JobStore:
+async def _store(s: Annotated[Services, Depends(get_services)]) -> JobStore:
     return s.store
 
 
-def _artifacts(s: Annotated[Services, Depends(get_services)]) -> ArtifactStore:
+async def _artifacts(s: Annotated[Services, Depends(get_services)]) -> ArtifactStore:
     return s.artifacts
 
 
-def _queue(s: Annotated[Services, Depends(get_services)]) -> JobQueue:
+async def _queue(s: Annotated[Services, Depends(get_services)]) -> JobQueue:
     return s.queue
 
 

@@ -78,8 +78,8 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def get_principal(request: Request,
-                  _credentials: Annotated[Optional[HTTPAuthorizationCredentials], Security(bearer)] = None) -> Principal:
+async def get_principal(request: Request,
+                        _credentials: Annotated[Optional[HTTPAuthorizationCredentials], Security(bearer)] = None) -> Principal:
     return getattr(request.state, "principal", None) or ANONYMOUS
 
 

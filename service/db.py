@@ -22,6 +22,7 @@ from typing import Any, Optional
 from sqlalchemy import (JSON, Boolean, DateTime, Float, Index, Integer, String, Text, create_engine, event, inspect,
                         text)
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import SingletonThreadPool
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -130,9 +131,11 @@ class Job(Base):
     finished_at: Mapped[Optional[datetime]] = mapped_column(nullable=True)
     # {"url": ..., "events": ["completed", "progress"]}: where to POST the job document (None: nowhere)
     webhook: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
-    # Its webhook deliveries, oldest first, loaded with the job (an extra indexed query per load).
+    # Its webhook deliveries, oldest first. Not loaded with the row: JobStore reads fill them in
+    # (``jobs.with_deliveries``) only for jobs that have a webhook, so the status read of the
+    # common job without one stays a single query.
     deliveries: Mapped[list["WebhookDelivery"]] = relationship(
-        primaryjoin="Job.id == foreign(WebhookDelivery.job_id)", viewonly=True, lazy="selectin",
+        primaryjoin="Job.id == foreign(WebhookDelivery.job_id)", viewonly=True, lazy="select",
         order_by=lambda: (WebhookDelivery.created_at, WebhookDelivery.id),
     )
 
@@ -200,13 +203,24 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection, _record, busy_ms: int = 30000) -> None:
     # WAL lets the API read while a worker writes; busy_timeout waits out short write locks.
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cur.close()
+
+
+# Connections kept open to a database server per process. The API serves up to 40 requests at
+# once in threads (anyio's default); with SQLAlchemy's default of 5, the rest opened and closed a
+# connection each time (a new server process per connection on PostgreSQL): 20 measured 1.4-1.6x
+# the status endpoint's throughput on PostgreSQL (docs/benchmarks.md).
+SERVER_POOL_SIZE = 20
+
+# The longest an inline read (``Database.inline_session``) may wait for a lock, in ms: it runs on
+# an event loop, which must not stall; past it the read fails and the caller takes a thread.
+INLINE_BUSY_MS = 200
 
 
 _INSTANCES: "weakref.WeakSet[Database]" = weakref.WeakSet()
@@ -230,6 +244,7 @@ class Database:
         self._pid: Optional[int] = None
         self._engine: Optional[Engine] = None
         self._sessions: Optional[sessionmaker[Session]] = None
+        self._inline: Optional[tuple[int, Engine, sessionmaker[Session]]] = None  # (pid, engine, sessions)
         _INSTANCES.add(self)
 
     @property
@@ -255,12 +270,38 @@ class Database:
             engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=SERVER_POOL_SIZE, max_overflow=10)
 
     def session(self) -> Session:
         self.engine  # builds the session factory for this process
         assert self._sessions is not None
         return self._sessions()
+
+    @property
+    def reads_inline(self) -> bool:
+        """Whether short point reads may run on the calling (event loop) thread: true for an
+        SQLite file. Its reads, in WAL mode, do not wait for writers, and a read by primary key
+        takes a fraction of a millisecond, far less than handing the call to a worker thread and
+        back (measured: that hand-off was most of a status request's cost, docs/benchmarks.md).
+        A server database keeps reads in threads: its pool or its network may make a caller wait."""
+        url = make_url(self.url)
+        return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+
+    def inline_session(self) -> Session:
+        """A session on the calling thread's own SQLite connection (one per thread, so no pool
+        to wait on), which gives up on a lock after ``INLINE_BUSY_MS`` (OperationalError)."""
+        if not self.reads_inline:
+            raise ValueError("inline reads are for SQLite files only")
+        inline = self._inline
+        if inline is None or inline[0] != os.getpid():
+            with self._lock:
+                inline = self._inline
+                if inline is None or inline[0] != os.getpid():
+                    engine = create_engine(self.url, poolclass=SingletonThreadPool, pool_size=8,
+                                           connect_args={"timeout": INLINE_BUSY_MS / 1000, "check_same_thread": False})
+                    event.listen(engine, "connect", lambda c, r: _sqlite_pragmas(c, r, INLINE_BUSY_MS))
+                    inline = self._inline = (os.getpid(), engine, sessionmaker(engine, expire_on_commit=False))
+        return inline[2]()
 
     def create_all(self) -> None:
         """Create missing tables and add columns that a newer version declares (nullable ones
@@ -324,5 +365,8 @@ class Database:
         with self._lock:
             if self._engine is not None:
                 self._engine.dispose()
+            if self._inline is not None and self._inline[0] == os.getpid():
+                self._inline[1].dispose()
             self._engine = None
             self._sessions = None
+            self._inline = None

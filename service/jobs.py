@@ -28,11 +28,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from collections import defaultdict
 from typing import Any, Iterable, Optional
 
 from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
-from .db import ApiKey, Base, Database, Dataset, Job, TrainedModel, utcnow
+from .db import ApiKey, Base, Database, Dataset, Job, TrainedModel, WebhookDelivery, utcnow
 
 
 class JobStatus(str, Enum):
@@ -149,6 +151,20 @@ def page(session, model: type[Base], filters: Iterable[Any], limit: int, cursor:
     return rows, (encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
 
 
+def with_deliveries(session, jobs: list[Job]) -> list[Job]:
+    """Fill in ``deliveries`` (oldest first) of those ``jobs`` that have a webhook, in one query;
+    the others keep them unloaded, which their documents never read. Returns ``jobs``."""
+    hooked = [j for j in jobs if j.webhook]
+    if hooked:
+        found: dict[str, list[WebhookDelivery]] = defaultdict(list)
+        for d in session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id.in_([j.id for j in hooked]))
+                                 .order_by(WebhookDelivery.created_at, WebhookDelivery.id)):
+            found[d.job_id].append(d)
+        for j in hooked:
+            set_committed_value(j, "deliveries", found[j.id])
+    return jobs
+
+
 class JobStore:
     """Jobs, datasets and models in the database (one short session per call)."""
 
@@ -156,11 +172,14 @@ class JobStore:
         self.db = db
 
     # ---- reads ---------------------------------------------------------------------------
-    def get(self, job_id: str) -> Optional[Job]:
+    def get(self, job_id: str, *, inline: bool = False) -> Optional[Job]:
+        """The job, or None. ``inline``: on the calling thread's own connection, giving up on a
+        lock quickly (``Database.inline_session``, SQLite only), for callers on an event loop."""
         if not is_id(job_id):
             return None
-        with self.db.session() as s:
-            return s.get(Job, job_id)
+        with (self.db.inline_session() if inline else self.db.session()) as s:
+            job = s.get(Job, job_id)
+            return None if job is None else with_deliveries(s, [job])[0]
 
     def list(self, *, status: Optional[str] = None, kind: Optional[str] = None, limit: int = 20,
              cursor: Optional[str] = None, api_key_id: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
@@ -173,7 +192,8 @@ class JobStore:
         if api_key_id is not None:
             filters.append(Job.api_key_id == api_key_id)
         with self.db.session() as s:
-            return page(s, Job, filters, limit, cursor)
+            rows, next_cursor = page(s, Job, filters, limit, cursor)
+            return with_deliveries(s, rows), next_cursor
 
     def active_counts(self, api_key_id: Optional[str]) -> dict[str, int]:
         """{"queued": n, "running": m} for one key's jobs (None: jobs made without a key)."""

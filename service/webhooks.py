@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, exists, or_, select, update
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from .db import Database, Job, WebhookDelivery, utcnow
 from .settings import Settings
@@ -239,7 +239,7 @@ def enqueue(s: Session, job_id: str, event: str) -> Optional[str]:
     hook = s.scalar(select(Job.webhook).where(Job.id == job_id)) or {}  # one small query for jobs without
     if not hook.get("url") or event not in (hook.get("events") or [COMPLETED]):
         return None
-    job = s.execute(select(Job).where(Job.id == job_id).options(lazyload(Job.deliveries))
+    job = s.execute(select(Job).where(Job.id == job_id)
                     .execution_options(populate_existing=True)).scalar_one()
     now = utcnow()
     this = WebhookDelivery
@@ -562,10 +562,11 @@ class Dispatcher:
 
     def _render_now(self, job_id: str) -> Optional[str]:
         from . import jobdoc
+        from .jobs import with_deliveries  # jobs imports this module
 
         with self.db.session() as s:
             job = s.get(Job, job_id)
-            return None if job is None else jobdoc.body(job)
+            return None if job is None else jobdoc.body(job, with_deliveries(s, [job])[0].deliveries)
 
     def record(self, lease: Lease, outcome: Outcome, seconds: float) -> bool:
         settings = self.settings

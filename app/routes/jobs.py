@@ -9,10 +9,11 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import FileResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.exc import OperationalError
 
 from service.artifacts import keys
 from service.db import Job
-from service.jobs import TERMINAL, BadCursor, JobKind, JobStatus
+from service.jobs import TERMINAL, BadCursor, JobKind, JobStatus, JobStore
 
 from ..deps import Artifacts, SettingsDep, Store
 from ..problems import NotFound, NotReady, Problem, responses
@@ -24,9 +25,21 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PNG = {200: {"content": {"image/png": {}}, "description": "A PNG image."}}
 
 
-def existing_job(job_id: str, store: Store, principal: PrincipalDep) -> Job:
+async def read_job(store: JobStore, job_id: str) -> Optional[Job]:
+    """``store.get`` from the event loop: on the loop itself where the database allows it
+    (SQLite, ``Database.reads_inline``: no thread hand-off, the status endpoint's main cost),
+    else, or when that read meets a lock, in a worker thread."""
+    if store.db.reads_inline:
+        try:
+            return store.get(job_id, inline=True)
+        except OperationalError:
+            pass
+    return await anyio.to_thread.run_sync(store.get, job_id)
+
+
+async def existing_job(job_id: str, store: Store, principal: PrincipalDep) -> Job:
     """The job, or 404 when there is none or it belongs to another API key."""
-    job = store.get(job_id)
+    job = await read_job(store, job_id)
     if job is None or not principal.owns(job.api_key_id):
         raise NotFound("job", job_id)
     return job
@@ -56,7 +69,8 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(401, 404))
-def get_job(job: JobDep) -> JobOut:
+async def get_job(job: JobDep) -> JobOut:
+    # async: the document is built in the event loop; the one thread hop is existing_job's read
     return JobOut.of(job)
 
 
@@ -76,7 +90,7 @@ async def job_events(job: JobDep, store: Store, settings: SettingsDep) -> AsyncI
             yield ServerSentEvent(event="end", id=str(current.version), data=body)
             return
         await anyio.sleep(settings.events_poll_interval)
-        current = await anyio.to_thread.run_sync(store.get, current.id)
+        current = await read_job(store, current.id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={202: {"model": JobOut}, **responses(401, 404)})
