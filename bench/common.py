@@ -73,11 +73,12 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 def machine_tag(device: torch.device) -> str:
-    """A short folder name for this machine's results: cpu-<cores>c or the GPU's name."""
+    """A short name for this machine's results: cpu-<cores>c-<vector ISA> (machines of one kind
+    differ in it, and it moves the figures 3x: AVX-512 against AVX2) or the GPU's name."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device).replace("NVIDIA ", "")
         return "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
-    return f"cpu-{usable_cores()}c"
+    return f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}"
 
 
 # ----------------------------------------------------------------------------- timing

@@ -1,11 +1,15 @@
 """Service overhead: the real `gcn serve`, embedded and on Redis, against the same work called directly.
 
-Both modes run as subprocesses of this one (PYTHONPATH set, their own GCN_DATA_DIR in a temporary
+Every mode runs as subprocesses of this one (PYTHONPATH set, their own GCN_DATA_DIR in a temporary
 folder, GCN_TORCH_THREADS=1 like the direct calls here), on 127.0.0.1 only:
 
 - embedded: ``gcn serve --workers 1`` (SQLite job table, SQLite broker, one worker subprocess);
 - redis: ``gcn serve --workers 0`` plus ``gcn worker``, GCN_BROKER_URL=redis://127.0.0.1:6379/<db>
-  on a database number that is empty when the run starts (11-14); it is emptied again at the end.
+  on a database number that is empty when the run starts (11-14); it is emptied again at the end;
+  the job table is SQLite;
+- redis+postgres: the same with the job table on PostgreSQL (``GCN_BENCH_POSTGRES_URL``, a fresh
+  schema, dropped at the end), as docker-compose deploys it. The job table decides how the API
+  reads a job: SQLite on the event loop, PostgreSQL in a worker thread (``Database.reads_inline``).
 
 Measured in each mode, after learning one tiny model through the API:
 
@@ -14,13 +18,12 @@ Measured in each mode, after learning one tiny model through the API:
    called directly in this process (``checkpoint.load`` + ``synthesize`` + ``sample_images`` +
    PNG encoding, what the worker's task body does). Overhead = median latency - median direct.
    The server's own view (``finished_at - created_at``) is reported beside it.
-2. GET /v1/jobs/{id} under 32 concurrent clients (httpx, async, keep-alive): requests per second
-   and p50 / p99 latency, bounded in requests and seconds.
+2. GET /v1/jobs/{id} from 32 concurrent keep-alive clients (``status_load``): p50 / p99 latency
+   at a bounded 320 requests per second, then requests per second and latency closed loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import signal
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -40,9 +44,16 @@ import torch
 from . import common
 
 POLL_S = 0.01
+STATUS_CLIENTS = 32
+# The bounded load: 32 clients each asking every 100 ms, as 32 scripts polling their jobs at
+# 10 Hz would (the page follows a job by server-sent events instead).
+STATUS_RPS = 320.0
 SAMPLE_JOB = {"n": 1, "size": 32, "steps": 10, "seed": 0}
 TINY_MODEL = {"iterations": 2, "image_size": 32}
 REDIS = "redis://127.0.0.1:6379"
+# the docker-compose deployment's job table; a fresh schema per run, dropped at the end
+POSTGRES = os.environ.get("GCN_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+MODES = ("embedded", "redis", "redis+postgres")
 
 
 def free_port() -> int:
@@ -180,40 +191,6 @@ def direct_time(weights: Path, repeats: int) -> dict[str, Any]:
     return {"median_s": t.median, "timing": t.as_dict()}
 
 
-async def _status_load(url: str, path: str, clients: int, max_requests: int, max_seconds: float,
-                       server_pids: list[int] = ()) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + max_seconds
-    budget = [max_requests]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as http:
-        await http.get(path)
-
-        async def client() -> None:
-            nonlocal errors
-            while budget[0] > 0 and time.perf_counter() < stop_at:
-                budget[0] -= 1
-                t = time.perf_counter()
-                r = await http.get(path)
-                latencies.append(time.perf_counter() - t)
-                if r.status_code != 200:
-                    errors += 1
-
-        t0, c0, s0 = time.perf_counter(), time.process_time(), _cpu_seconds(server_pids)
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
-        client_cpu, server_cpu = time.process_time() - c0, _cpu_seconds(server_pids) - s0
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": elapsed,
-            "rps": len(latencies) / elapsed, "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3,
-            "max_ms": max(latencies) * 1e3, "load_avg_1m": round(os.getloadavg()[0], 2),
-            # where the time went: CPU seconds per wall second of the load generator (this
-            # process, httpx) and of the API server; on 2 shared cores both compete
-            "client_cpu_per_s": client_cpu / elapsed, "server_cpu_per_s": server_cpu / elapsed,
-            "server_cpu_ms_per_request": 1e3 * server_cpu / max(1, len(latencies))}
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     """user + system CPU seconds of these processes (Linux /proc)."""
     total = 0.0
@@ -226,9 +203,51 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (and of its children, e.g. embedded workers) onto ``cpus``."""
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except OSError:
+                pass
+
+
 def status_load(url: str, job_id: str, quick: bool, server_pid: Optional[int] = None) -> dict[str, Any]:
+    """GET /v1/jobs/{id} from ``STATUS_CLIENTS`` keep-alive connections, in a load generator
+    process of its own (bench/httpload.py): first bounded at ``STATUS_RPS`` requests per second
+    in all (what the target is judged on), then closed loop (the most the server answers).
+
+    With two or more CPUs the generator gets the last one and the server the others, so the two
+    do not take turns on the same core; on one CPU they share it (``pinned`` says which)."""
+    from . import httpload
+
+    path = f"/v1/jobs/{job_id}"
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = len(cpus) >= 2 and server_pid is not None
+    gen_cpus = {cpus[-1]} if pinned else None
+    if pinned:
+        _pin(server_pid, set(cpus[:-1]))
     pids = [server_pid] if server_pid else []
-    return asyncio.run(_status_load(url, f"/v1/jobs/{job_id}", 32, 1500 if quick else 6000, 8 if quick else 30, pids))
+    seconds = 8 if quick else 20
+    out: dict[str, Any] = {"pinned": f"generator on CPU {cpus[-1]}, server on {cpus[:-1]}" if pinned else "no"}
+    try:
+        for name, rate in (("bounded", STATUS_RPS), ("closed", None)):
+            s0 = _cpu_seconds(pids)
+            r = httpload.run_in_process(url, path, STATUS_CLIENTS, 10 ** 7, seconds, rate=rate, cpus=gen_cpus)
+            server_cpu = _cpu_seconds(pids) - s0
+            r.update(load_avg_1m=round(os.getloadavg()[0], 2), server_cpu_per_s=server_cpu / r["seconds"],
+                     server_cpu_ms_per_request=1e3 * server_cpu / max(1, r["requests"]))
+            out[name] = r
+    finally:
+        if pinned:
+            _pin(server_pid, set(cpus))
+    return out
 
 
 def free_redis_db() -> Optional[int]:
@@ -246,23 +265,50 @@ def free_redis_db() -> Optional[int]:
     return None
 
 
+def postgres_schema() -> Optional[tuple[str, Any]]:
+    """(URL of a fresh schema on ``POSTGRES``, drop function), or None when it is not reachable."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"gcn_bench_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(POSTGRES, connect_args={"connect_timeout": 3})
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    except Exception:
+        engine.dispose()
+        return None
+
+    def drop() -> None:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        engine.dispose()
+
+    return f"{POSTGRES}?options=-csearch_path%3D{schema}", drop
+
+
 def run_mode(mode: str, quick: bool, tmp: Path) -> dict[str, Any]:
-    data = tmp / mode
+    data = tmp / mode.replace("+", "-")
     data.mkdir()
     procs = Processes(tmp)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     extra: dict[str, str] = {}
     db = None
-    if mode == "redis":
+    drop = None
+    if mode.startswith("redis"):
         db = free_redis_db()
         if db is None:
             return {"skipped": "no Redis at 127.0.0.1:6379 with an empty database among 11-14"}
         extra["GCN_BROKER_URL"] = f"{REDIS}/{db}"
+    if mode.endswith("postgres"):
+        found = postgres_schema()
+        if found is None:
+            return {"skipped": f"no PostgreSQL at {POSTGRES.split('@')[-1]}"}
+        extra["GCN_DATABASE_URL"], drop = found
     env = child_env(data, **extra)
     try:
         common.log(f"service: {mode}: starting")
-        if mode == "redis":
+        if mode.startswith("redis"):
             server, slog = procs.start(["serve", "--port", str(port), "--workers", "0", "--log-level", "warning"],
                                        env, f"{mode}-serve")
             worker, wlog = procs.start(["worker", "--name", f"bench{port}", "--loglevel", "info"], env, f"{mode}-worker")
@@ -284,6 +330,7 @@ def run_mode(mode: str, quick: bool, tmp: Path) -> dict[str, Any]:
         load = status_load(url, job_id, quick, server.pid)
         return {
             "broker": extra.get("GCN_BROKER_URL", "sqla+sqlite (embedded)"),
+            "job_table": "postgresql" if drop else "sqlite",
             "job": SAMPLE_JOB,
             "poll_s": POLL_S,
             "latency": lat,
@@ -298,12 +345,14 @@ def run_mode(mode: str, quick: bool, tmp: Path) -> dict[str, Any]:
             import redis
 
             redis.Redis.from_url(f"{REDIS}/{db}").flushdb()  # it was empty when we took it
+        if drop is not None:
+            drop()
 
 
 def run(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gcn-bench-") as tmp:
-        for mode in ("embedded", "redis"):
+        for mode in MODES:
             try:
                 out[mode] = run_mode(mode, quick, Path(tmp))
             except Exception as e:  # one mode failing must not lose the other's figures
