@@ -21,6 +21,23 @@ def gcn(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+def gcn_here(*args: str, cwd) -> subprocess.CompletedProcess:
+    """The same command line run in this process (typer's CliRunner: the same parser, commands and
+    error paths, exit code and stderr apart), for the many bad-input cases: a new interpreter
+    importing torch costs seconds per case. The tests above run the real subprocess."""
+    from typer.testing import CliRunner
+
+    from models.cli import app
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        r = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, brick64):
     folder = tmp_path_factory.mktemp("cli")
@@ -95,7 +112,7 @@ def test_presets_lists_every_preset():
 def test_bad_input_gives_one_line_and_a_non_zero_exit(tmp_path, brick64, args, message):
     brick64.save(tmp_path / "img.png")
     (tmp_path / "not-an-image.png").write_bytes(b"GIF89a garbage")
-    r = gcn(*args, cwd=tmp_path)
+    r = gcn_here(*args, cwd=tmp_path)
     assert r.returncode != 0
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -164,7 +181,7 @@ def test_bad_category_input_gives_one_line_and_the_right_exit(two_categories, tm
     _, model = two_categories
     brick64.save(tmp_path / "img.png")
     args = [{"MODEL": str(model), "IMG": "img.png"}.get(a, a.replace("=IMG", "=img.png")) for a in args]
-    r = gcn(*args, cwd=tmp_path)
+    r = gcn_here(*args, cwd=tmp_path)
     assert r.returncode == code, r.stderr
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -22,12 +22,17 @@ TINY = {"iterations": 30, "image_size": 32}
 
 def test_learning_publishes_a_model_with_previews_and_bounded_progress_writes(runtime, dataset, learn_job):
     job = learn_job()
+    started = time.monotonic()
     assert execute(runtime, job.id) == "succeeded"
+    took = time.monotonic() - started
     done = runtime.store.get(job.id)
     assert done.status == "succeeded" and done.result["model_id"] == job.model_id
     assert (done.step, done.total) == (30, 30) and done.has_preview
-    # 30 iterations in a second or two, progress at most every 0.2 s: far fewer writes than iterations
-    assert done.version < 25
+    # progress is written at most once per progress_interval (plus claim, preview and ending
+    # writes), not once per iteration: on a machine that learns 30 iterations in a second or
+    # two, a dozen writes rather than 30
+    interval = runtime.settings.progress_interval
+    assert done.version <= 6 + took / interval, (done.version, took)
     model = runtime.store.model(job.model_id)
     assert model.iterations == 30 and len(model.curve) == 30 and model.preset == "texture-fast"
     loaded, _ = checkpoint.load(runtime.artifacts.path(keys.model_weights(model.id)))
