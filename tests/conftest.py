@@ -7,18 +7,6 @@ import pytest
 from PIL import Image
 
 
-def pytest_collection_modifyitems(items) -> None:
-    """The tests marked ``slow`` first, the ones that learn a model on the CPU (tests/models)
-    before the rest: the suite runs in two processes, and a minute-long test picked up last
-    keeps one process busy after the other has finished (longest first shortens the whole)."""
-    def rank(item) -> int:
-        if item.get_closest_marker("slow") is None:
-            return 2
-        return 0 if "/tests/models/" in str(item.path).replace("\\", "/") else 1
-
-    items.sort(key=rank)  # stable: the order within each rank is kept
-
-
 def _rgb(gray: np.ndarray) -> Image.Image:
     return Image.fromarray(np.stack([gray] * 3, axis=-1))
 
