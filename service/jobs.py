@@ -25,10 +25,10 @@ import os
 import re
 import socket
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from collections import defaultdict
 from typing import Any, Iterable, Optional
 
 from sqlalchemy import and_, delete, func, or_, select, update

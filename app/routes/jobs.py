@@ -70,7 +70,7 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(401, 404))
 async def get_job(job: JobDep) -> JobOut:
-    # async: the document is built in the event loop; the one thread hop is existing_job's read
+    # async: the document is built on the event loop; the read is read_job's (no thread on SQLite)
     return JobOut.of(job)
 
 
