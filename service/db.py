@@ -11,6 +11,7 @@ builds a fresh engine.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -277,7 +278,7 @@ class Database:
         assert self._sessions is not None
         return self._sessions()
 
-    @property
+    @functools.cached_property
     def reads_inline(self) -> bool:
         """Whether short point reads may run on the calling (event loop) thread: true for an
         SQLite file. Its reads, in WAL mode, do not wait for writers, and a read by primary key
