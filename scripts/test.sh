@@ -5,9 +5,10 @@
 #   Chromium for the browser tests, driven by Playwright; never a downloaded browser) are installed
 #   with apt-get when we are root and they are missing; otherwise those tests skip and say why;
 # - a virtual environment in .venv with the project and its test extras (torch pinned to 2.13.0);
-# - pytest over tests/, in GCN_TEST_WORKERS processes (default 2, pytest-xdist; 0: in this one):
-#   the integration tests mostly wait on subprocesses, so two processes finished the suite in
-#   756 s instead of 1106 s on a 2-core AVX2 machine (grouping tests by module: 1126 s).
+# - pytest over tests/, in GCN_TEST_WORKERS processes (default 2, pytest-xdist; 0: in this one),
+#   each with one torch thread (tests/conftest.py) and idle processes taking queued tests from busy
+#   ones (--dist worksteal): on a 2-core AVX2 machine the suite took 1106 s in one process,
+#   1022 s in two with two threads each (oversubscribed) and 619 s in two with one thread each.
 #   Extra arguments go to pytest (e.g. `bash scripts/test.sh -k langevin`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +29,4 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-exec .venv/bin/python -m pytest -n "${GCN_TEST_WORKERS:-2}" "$@"
+exec .venv/bin/python -m pytest -n "${GCN_TEST_WORKERS:-2}" --dist worksteal "$@"

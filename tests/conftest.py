@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, one compute thread per test process and per server it starts.
+
+    Two test processes on two cores, each running torch with a thread per core, oversubscribe the
+    CPU: OpenMP threads spin waiting for each other, and a learning test that takes 141 s alone
+    took 565 s beside another one. With one thread each, the two processes share the cores
+    instead. Set in the environment, so that the servers and workers the tests start inherit it
+    (torch takes its default thread count from OMP_NUM_THREADS); a value given there is kept."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def _rgb(gray: np.ndarray) -> Image.Image:

@@ -3,6 +3,7 @@ Gaussian base category (the paper's multi-class derivation); sampling asks for a
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -206,22 +207,27 @@ def test_every_learner_runs_with_labelled_data_and_the_objective_is_per_category
         assert torch.equal(learner.chains, learner.synthesis)
 
     # the objective: sum over k of (mean f_k over data of k - mean f_k over chains of k), each mean
-    # over its own category's count (3 and 2 images here)
+    # over its own category's count (3 and 2 images here), computed in float64 as the reference
     syn = learner.synthesis
     params = [p for _, p in learner.model.net.active_parameters()]
     f_obs, f_syn, gaps, grads = learner._likelihood_gradient_categories(syn, labels, params)
-    net, obs, obs_labels = learner.model.net, learner.observed, learner.labels
+    net = copy.deepcopy(learner.model.net).double()
+    obs, obs_labels, syn = learner.observed.double(), learner.labels, syn.double()
     expected_gaps, objective = [], 0.0
     for k in range(2):
         mine_obs, mine_syn = obs_labels == k, labels == k
         gap = net(obs[mine_obs], obs_labels[mine_obs]).mean() - net(syn[mine_syn], labels[mine_syn]).mean()
         expected_gaps.append(gap.item())
         objective = objective + gap
-    expected_grads = torch.autograd.grad(objective, params)
+    expected_grads = torch.autograd.grad(objective, [p for _, p in net.active_parameters()])
     assert gaps == pytest.approx(expected_gaps, rel=1e-4, abs=1e-2)
     assert f_obs - f_syn == pytest.approx(sum(expected_gaps) / 2, rel=1e-4, abs=1e-2)
     for g, e in zip(grads, expected_grads):
-        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+        # float32 against float64: a gradient summed over every position of every image, whose
+        # terms nearly cancel (contrastive divergence's chains are one step from the data), keeps
+        # about 1e-3 of its largest value (measured 8e-4 with one thread, where oneDNN sums in
+        # order); weighting the categories wrongly is off by far more
+        torch.testing.assert_close(g.double(), e, rtol=1e-3, atol=2e-3 * float(e.abs().max()))
 
 
 def test_learner_needs_labels_for_every_category():
