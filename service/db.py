@@ -24,7 +24,7 @@ from sqlalchemy import (JSON, Boolean, DateTime, Float, Index, Integer, String, 
                         text)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import SingletonThreadPool
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -227,6 +227,12 @@ INLINE_BUSY_MS = 200
 _INSTANCES: "weakref.WeakSet[Database]" = weakref.WeakSet()
 
 
+def is_disconnect(error: BaseException) -> bool:
+    """Whether a database error was a lost connection (SQLAlchemy has discarded it and its pool's
+    other connections: the same read again gets a fresh one)."""
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
 def _after_fork_in_child() -> None:
     # A lock held by another thread of the parent at fork time would never be released here.
     for db in list(_INSTANCES):
@@ -246,6 +252,7 @@ class Database:
         self._engine: Optional[Engine] = None
         self._sessions: Optional[sessionmaker[Session]] = None
         self._inline: Optional[tuple[int, Engine, sessionmaker[Session]]] = None  # (pid, engine, sessions)
+        self._reads: Optional[sessionmaker[Session]] = None
         _INSTANCES.add(self)
 
     @property
@@ -260,6 +267,9 @@ class Database:
                     self._engine.dispose(close=False)  # inherited across fork: leave the parent's connections alone
                 self._engine = self._create_engine()
                 self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+                if self._reads is not None:  # the parent's read engine, inherited across fork
+                    self._reads.kw["bind"].dispose(close=False)
+                    self._reads = None
                 self._pid = os.getpid()
             return self._engine
 
@@ -277,6 +287,24 @@ class Database:
         self.engine  # builds the session factory for this process
         assert self._sessions is not None
         return self._sessions()
+
+    def read_session(self) -> Session:
+        """A session for one read statement (it must not write), in one round trip to a
+        database server: its connections of their own stay in autocommit mode (no BEGIN, and no
+        ROLLBACK when the session hands its connection back) and are not pinged before use (a
+        connection the server dropped fails the read once and is discarded with its pool:
+        callers retry once, ``is_disconnect``). A status read on PostgreSQL had made three
+        round trips (ping, SELECT, ROLLBACK). Each statement sees the data committed when it
+        starts, which is what PostgreSQL's default isolation (read committed) gives every
+        statement of a transaction anyway. SQLite: the usual session."""
+        if self.engine.dialect.name == "sqlite":  # (engine: also drops a parent's read engine after a fork)
+            return self.session()
+        with self._lock:
+            if self._reads is None:
+                engine = create_engine(self.url, pool_size=SERVER_POOL_SIZE, max_overflow=10,
+                                       isolation_level="AUTOCOMMIT")
+                self._reads = sessionmaker(engine, expire_on_commit=False)
+            return self._reads()
 
     @functools.cached_property
     def reads_inline(self) -> bool:
@@ -368,6 +396,9 @@ class Database:
                 self._engine.dispose()
             if self._inline is not None and self._inline[0] == os.getpid():
                 self._inline[1].dispose()
+            if self._reads is not None:
+                self._reads.kw["bind"].dispose()
             self._engine = None
+            self._reads = None
             self._sessions = None
             self._inline = None

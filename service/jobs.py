@@ -32,9 +32,10 @@ from enum import Enum
 from typing import Any, Iterable, Optional
 
 from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .db import ApiKey, Base, Database, Dataset, Job, TrainedModel, WebhookDelivery, utcnow
+from .db import ApiKey, Base, Database, Dataset, Job, TrainedModel, WebhookDelivery, is_disconnect, utcnow
 
 
 class JobStatus(str, Enum):
@@ -177,9 +178,15 @@ class JobStore:
         lock quickly (``Database.inline_session``, SQLite only), for callers on an event loop."""
         if not is_id(job_id):
             return None
-        with (self.db.inline_session() if inline else self.db.session()) as s:
-            job = s.get(Job, job_id)
-            return None if job is None else with_deliveries(s, [job])[0]
+        for attempt in (1, 2):
+            try:
+                with (self.db.inline_session() if inline else self.db.read_session()) as s:
+                    job = s.get(Job, job_id)
+                    return None if job is None else with_deliveries(s, [job])[0]
+            except DBAPIError as e:  # a connection the server had dropped: once more, on a new one
+                if attempt == 2 or not is_disconnect(e):
+                    raise
+        raise AssertionError("unreachable")
 
     def list(self, *, status: Optional[str] = None, kind: Optional[str] = None, limit: int = 20,
              cursor: Optional[str] = None, api_key_id: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
