@@ -1,7 +1,7 @@
 """Sampling and reconstruction jobs: a learned model -> PNGs (each image and a grid).
 
-Sampling takes ``category`` (a name or an index of the model's categories; default the first)
-and its result names it; a reconstruction is the first category's."""
+Both take ``category`` (a name or an index of the model's categories; default the first), and
+their results name it."""
 
 from __future__ import annotations
 
@@ -50,11 +50,13 @@ def run_sampling(run: JobRun) -> None:
 
 def run_reconstruction(run: JobRun) -> None:
     model, _ = _load(run)
+    category = run.job.params.get("category")  # None: a job queued before reconstructions took one
+    index = model.category_index(0 if category is None else category)
     run.tick(0, 1, force=True)
-    original, rebuilt = reconstruct_image(model, str(run.artifacts.path(keys.job_input(run.id))))
+    original, rebuilt = reconstruct_image(model, str(run.artifacts.path(keys.job_input(run.id))), index)
     run.artifacts.put(keys.job_image(run.id, 0), png_bytes(original))
     run.artifacts.put(keys.job_image(run.id, 1), png_bytes(rebuilt))
     run.artifacts.put(keys.job_grid(run.id), png_bytes(make_grid([original, rebuilt], columns=2)))
     run.tick(1, 1, eta=0.0, force=True)
     run.succeed({"images": 2, "size": model.preset.image_size, "order": ["input", "reconstruction"],
-                 "category": model.category_names[0]})  # the first category's reconstruction
+                 "category": model.category_names[index], "category_index": index})

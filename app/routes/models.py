@@ -275,6 +275,9 @@ def create_reconstruction(
     model_id: str,
     image: Annotated[UploadFile, File(description="A PNG, JPEG or WebP image (decided by content).")],
     services: ServicesDep, principal: PrincipalDep, idempotency_key: IdempotencyKey = None,
+    category: Annotated[Optional[str], Form(max_length=40, description=(
+        "A model of several categories: the category (a name, or an index) whose f_k reconstructs the image, "
+        "sigma^2 df_k/dI (default: the first)."))] = None,
     webhook_url: WebhookUrlForm = None,
     webhook_events: WebhookEventsForm = None,
 ):
@@ -284,12 +287,15 @@ def create_reconstruction(
     except UploadError as e:
         raise upload_problem(e) from None
     content = {"image": file_digest(data)}
+    if category is not None:  # absent: the fingerprint of a request from before this field existed
+        content["category"] = category
     webhook = form_webhook(webhook_url, webhook_events, content)
     with Idempotent(services.db, principal, idempotency_key, f"POST /v1/models/{model_id}/reconstructions",
                     content, settings.idempotency_ttl) as idem:
         if idem.replay is not None:
             return idem.replay
         m = ready_model(services, principal, model_id)
+        chosen = sample_category(m, category, form=True)
         check_quota(services, 0)
         try:
             decoded = decode_image(data, field="image", label="image", max_bytes=settings.max_upload_bytes,
@@ -302,7 +308,8 @@ def create_reconstruction(
         services.artifacts.put(keys.job_input(job_id), encoded)
         services.usage.add(len(encoded))
         try:
-            job = start(services, principal, JobKind.reconstruct, {"width": decoded.width, "height": decoded.height},
+            job = start(services, principal, JobKind.reconstruct,
+                        {"width": decoded.width, "height": decoded.height, "category": chosen},
                         model_id=m.id, job_id=job_id, total=1, webhook=webhook)
         except Problem:
             services.artifacts.delete_tree(keys.job(job_id))

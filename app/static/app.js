@@ -365,12 +365,14 @@ async function reconstruct(event) {
   try {
     const form = new FormData();
     form.append("image", file, file.name);
+    if (!$("#category-field").hidden) form.append("category", $("#category").value); // the Sample form's choice
     const job = await api(`/v1/models/${state.model.id}/reconstructions`, { method: "POST", body: form });
     const done = await runJob(job, status);
     const out = $("#recon");
     out.innerHTML = "";
     out.append(figure(await imageURL(done.links.images[0]), "input", `input-${done.id}.png`));
-    out.append(figure(await imageURL(done.links.images[1]), "reconstruction", `reconstruction-${done.id}.png`));
+    const by = $("#category-field").hidden ? "" : ` by the ${done.result.category} model`;
+    out.append(figure(await imageURL(done.links.images[1]), `reconstruction${by}`, `reconstruction-${done.id}.png`));
     status.textContent = "done";
   } catch (err) {
     status.textContent = "";

@@ -197,6 +197,19 @@ def test_malformed_categories_are_422(client, multi, asked):
     problem(client.post(f"/v1/models/{multi.id}/samples", json={"category": asked}), 422, "category")
 
 
+@pytest.mark.parametrize("asked,name", [("grass", "grass"), ("2", "sand"), (None, "brick")])
+def test_reconstructing_with_a_category_by_name_or_index(client, multi, brick64, asked, name):
+    buf = io.BytesIO()
+    brick64.save(buf, format="PNG")
+    r = client.post(f"/v1/models/{multi.id}/reconstructions", files={"image": ("b.png", buf.getvalue(), "image/png")},
+                    data={} if asked is None else {"category": asked})
+    assert r.status_code == 202, r.text
+    assert r.json()["params"]["category"] == name  # a form field: digits that are not a name are an index
+    p = problem(client.post(f"/v1/models/{multi.id}/reconstructions", data={"category": "mud"},
+                            files={"image": ("b.png", buf.getvalue(), "image/png")}), 422, "category")
+    assert "brick (0), grass (1), sand (2)" in p["detail"]
+
+
 def test_a_single_category_model_answers_to_default_and_zero_only(client, make_model):
     m = make_model()
     for asked in ("default", 0):

@@ -233,7 +233,7 @@ def test_every_control_has_a_label_and_takes_the_keyboard(server, browser):
 def test_a_model_of_several_categories_learns_and_samples_the_chosen_one(server, browser, shots, tmp_path):
     """Learning from two named sets of images on the page makes one model of two categories; the
     Sample form then offers a labelled category select, reachable with the keyboard, and the
-    captions name the category sampled."""
+    captions name the category sampled; the reconstruction is that category's too."""
     from stripes import HORIZONTAL, VERTICAL  # tests/stripes.py
 
     paths = {}
@@ -283,6 +283,12 @@ def test_a_model_of_several_categories_learns_and_samples_the_chosen_one(server,
     assert captions == ["Download vertical sample 1", "Download vertical sample 2", "Download vertical grid"]
     assert "of category vertical" in page.text_content("#sample-status")
     page.screenshot(path=shots / "09-categories.png", full_page=True)
+    # the reconstruction is the chosen category's too
+    page.set_input_files("#recon-file", paths["horizontal"][0])
+    page.click("#recon-form button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#recon figure img').length === 2", timeout=60_000)
+    captions = page.eval_on_selector_all("#recon figcaption", "fs => fs.map((f) => f.textContent)")
+    assert captions == ["Download input", "Download reconstruction by the vertical model"]
 
     # a model of one category shows no select
     page.evaluate("document.querySelector('#category-field').hidden = false")

@@ -4,10 +4,12 @@ names the category and the samples have that category's orientation."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from models import checkpoint
+from models.pipeline import reconstruct_image
 from service.artifacts import keys, png_bytes
 from service.db import Dataset
 from service.jobs import JobKind, new_id
@@ -66,6 +68,23 @@ def test_a_model_of_two_categories_learns_each_and_samples_the_one_asked_for(run
     assert anisotropy(images) == pytest.approx(by_name["vertical"])  # the same seed, the same images
     result, _ = sample(runtime, model.id)  # the first category by default
     assert result["category"] == "horizontal"
+
+
+def test_a_reconstruction_is_the_asked_categorys(runtime, stripes_model):
+    _, model, _ = stripes_model
+    loaded, _ = checkpoint.load(runtime.artifacts.path(keys.model_weights(model.id)))
+    rebuilt = {}
+    for params, name in (({"category": "vertical"}, "vertical"), ({"category": 0}, "horizontal"),
+                         ({}, "horizontal")):  # {}: a job queued before reconstructions took a category
+        job = runtime.store.create(JobKind.reconstruct, {"width": 32, "height": 32, **params}, model_id=model.id)
+        runtime.artifacts.put(keys.job_input(job.id), png_bytes(HORIZONTAL[0]))
+        assert execute(runtime, job.id) == "succeeded", runtime.store.get(job.id).error
+        assert runtime.store.get(job.id).result["category"] == name
+        got = np.asarray(Image.open(runtime.artifacts.path(keys.job_image(job.id, 1))), dtype=np.int16)
+        _, expected = reconstruct_image(loaded, HORIZONTAL[0], name)
+        assert np.abs(got - np.asarray(expected, dtype=np.int16)).max() <= 1  # PNG round trip
+        rebuilt.setdefault(name, got)
+    assert np.abs(rebuilt["vertical"] - rebuilt["horizontal"]).mean() > 1  # two categories, two decoders
 
 
 def test_an_unknown_category_fails_the_job_with_the_names(runtime, stripes_model):
