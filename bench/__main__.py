@@ -4,6 +4,7 @@
     python -m bench                  # the full run (about 20-30 minutes on a 2-core CPU)
     python -m bench --device cuda    # on a GPU machine (the CPU figures stay in the docs)
     python -m bench --only langevin,scaling --threads 1,2
+    python -m bench --quick --only service --service-modes redis --no-docs
 
 Results: ``bench/out/<machine>.json`` (every figure, every repeat, load averages) and
 ``bench/out/<machine>.md`` (the tables); ``--docs`` (default) also replaces this machine's
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default=None,
                     help="CPU thread counts for the Langevin section, e.g. 1,2 (default: all usable cores; "
                          "the full run adds 1); the other sections use the largest")
+    ap.add_argument("--service-modes", default=None,
+                    help="comma-separated modes of the service section (default: embedded,redis,redis+postgres)")
     ap.add_argument("--quality-cap", type=float, default=None, help="seconds each time-to-quality recipe may learn")
     ap.add_argument("--docs", action=argparse.BooleanOptionalAction, default=True,
                     help="update this machine's section of docs/benchmarks.md")
@@ -44,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    if args.service_modes:
+        from .service import MODES
+        bad = {m.strip() for m in args.service_modes.split(",")} - set(MODES)
+        if bad:
+            ap.error(f"unknown service mode(s): {', '.join(sorted(bad))}; choose from {', '.join(MODES)}")
     cores = common.usable_cores()
     threads = ([int(t) for t in args.threads.split(",")] if args.threads else
                ([cores] if args.quick else sorted({1, cores})))
@@ -68,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[section] = quality.run(device, args.quick, args.quality_cap)
             elif section == "service":
                 from . import service
-                results[section] = service.run(args.quick)
+                modes = [m.strip() for m in args.service_modes.split(",")] if args.service_modes else None
+                results[section] = service.run(args.quick, modes)
             elif section == "scaling":
                 from . import scaling
                 results[section] = scaling.run(device, args.quick, max(threads))

@@ -349,10 +349,10 @@ def run_mode(mode: str, quick: bool, tmp: Path) -> dict[str, Any]:
             drop()
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, modes: Optional[list[str]] = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gcn-bench-") as tmp:
-        for mode in MODES:
+        for mode in modes or MODES:
             try:
                 out[mode] = run_mode(mode, quick, Path(tmp))
             except Exception as e:  # one mode failing must not lose the other's figures
