@@ -45,7 +45,7 @@ import ssl
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -465,15 +465,34 @@ class Dispatcher:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        """Keep up to ``webhook_concurrency`` POSTs in flight, and fill a slot as soon as its POST
+        ends: a receiver that hangs until the timeout holds one slot, while the other
+        receivers' deliveries go on through the rest (a pass that waited for all of its POSTs
+        made every delivery due after it wait for the slowest receiver)."""
+        in_flight: set[Future] = set()
         while not self._stop.is_set():
-            full = False
-            try:
-                full = self.run_once() >= self._batch
-            except Exception:  # a database blip: the next pass tries again
-                log.exception("webhook pass failed")
-            if not full:
+            self._wake.clear()  # before the pass: a wake during it makes the wait below return at once
+            in_flight = {f for f in in_flight if not f.done()}
+            free = self._batch - len(in_flight)
+            started = 0
+            if free > 0:
+                try:
+                    for lease in self._leases(free):
+                        if self._stop.is_set():  # stopping: this lease runs out and another sender takes it
+                            break
+                        future = self._pool.submit(self.attempt, lease)
+                        future.add_done_callback(self._finished)
+                        in_flight.add(future)
+                        started += 1
+                except Exception:  # a database blip: the next pass tries again
+                    log.exception("webhook pass failed")
+            if started < free or free == 0:  # nothing more due now, or every slot busy
                 self._wake.wait(self.settings.webhook_poll_interval)
-                self._wake.clear()
+
+    def _finished(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is not None:  # attempt() records its own errors
+            log.error("webhook attempt failed", exc_info=future.exception())
+        self._wake.set()  # a free slot: look for due deliveries now
 
     @property
     def _batch(self) -> int:
@@ -483,7 +502,7 @@ class Dispatcher:
     def run_once(self) -> int:
         """Lease the deliveries that are due now and POST them (in parallel when started);
         returns how many were attempted."""
-        leases = [lease for lease in map(self._lease, self._due()) if lease is not None]
+        leases = self._leases(self._batch)
         if self._pool is not None and len(leases) > 1:
             list(self._pool.map(self.attempt, leases))
         else:
@@ -491,14 +510,18 @@ class Dispatcher:
                 self.attempt(lease)
         return len(leases)
 
-    def _due(self) -> list[Any]:
+    def _leases(self, limit: int) -> list[Lease]:
+        """Leases on up to ``limit`` deliveries that are due now (those another sender won are skipped)."""
+        return [lease for lease in map(self._lease, self._due(limit)) if lease is not None]
+
+    def _due(self, limit: Optional[int] = None) -> list[Any]:
         now = utcnow()
         d = WebhookDelivery
         with self.db.session() as s:
             return list(s.execute(
                 select(d.id, d.event, d.attempts, d.created_at, d.last_attempt_at)
                 .where(d.status == PENDING, d.next_attempt_at <= now, or_(d.leased_until.is_(None), d.leased_until < now))
-                .order_by(d.next_attempt_at).limit(self._batch)))
+                .order_by(d.next_attempt_at).limit(limit or self._batch)))
 
     def _lease(self, row: Any) -> Optional[Lease]:
         settings = self.settings

@@ -22,7 +22,7 @@ from service.jobs import JobKind, JobStatus
 from service.reconcile import reconcile
 from service.settings import Settings
 from service.submit import BrokerUnavailable, submit
-from webhook_receiver import Receiver
+from webhook_receiver import HANG, Receiver
 
 ME = "test-host:1"
 SECRET = "test-secret-0123456789abcdef"
@@ -381,6 +381,30 @@ def test_a_delivery_survives_its_sender_crashing_mid_post(store, settings):
         # the dead sender's late result cannot overwrite the outcome (its lease token is gone)
         assert not crashed.record(lease, webhooks.Outcome(error="late"), 1.0)
         assert deliveries(store, job.id)[0].status == "delivered"
+
+
+def test_a_hanging_receiver_holds_one_slot_while_other_deliveries_go_on(store, settings):
+    """The running sender (two slots): while one receiver holds its POST open until the timeout,
+    deliveries that fall due meanwhile, to another receiver, go out at once on the other slot."""
+    running = settings.model_copy(update={"webhook_timeout": 20, "webhook_concurrency": 2,
+                                          "webhook_poll_interval": 0.1})
+    with Receiver(HANG) as slow, Receiver() as fast:
+        stuck = hooked(store, slow.url)
+        store.request_cancel(stuck.id)
+        dispatcher = webhooks.Dispatcher(store.db, running).start()
+        try:
+            assert slow.hanging.wait(10)
+            started = time.monotonic()
+            later = [hooked(store, fast.url) for _ in range(3)]
+            for job in later:
+                store.request_cancel(job.id)
+            dispatcher.wake()
+            assert sorted(r.json["id"] for r in fast.wait(3, timeout=8)) == sorted(j.id for j in later)
+            assert time.monotonic() - started < 8 < running.webhook_timeout  # not after the hanging POST
+            assert [d.status for d in deliveries(store, stuck.id)] == ["pending"]  # still in flight
+        finally:
+            slow.release()
+            dispatcher.stop()
 
 
 def test_two_senders_never_post_one_delivery_twice(store, settings, receiver):
