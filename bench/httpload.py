@@ -121,3 +121,25 @@ def run_in_process(*args: Any, cpus: Optional[set[int]] = None, **kwargs: Any) -
     if kind != "ok":
         raise HttpError(value)
     return value
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m bench.httpload URL [--path P] [--clients N] [--seconds S] [--rate R]``: load a
+    running server and print the figures as JSON (closed loop unless ``--rate``)."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m bench.httpload", description=__doc__.splitlines()[0])
+    ap.add_argument("url", help="the server, e.g. http://127.0.0.1:8000")
+    ap.add_argument("--path", default="/healthz")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rate", type=float, default=None, help="requests per second in all (default: closed loop)")
+    args = ap.parse_args(argv)
+    r = run_in_process(args.url, args.path, args.clients, 10 ** 7, args.seconds, rate=args.rate)
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import functools
+
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import TypeAdapter
 
 from service.presets import preset_names, resolve
 
@@ -17,8 +20,9 @@ router = APIRouter()
 
 
 @router.get("/healthz", tags=["health"])
-def healthz() -> dict[str, str]:
-    """The process is up (no dependencies checked)."""
+async def healthz() -> dict[str, str]:
+    """The process is up (no dependencies checked). On the event loop, not in the thread pool:
+    a liveness probe must answer while every pool thread is busy (or stuck on the database)."""
     return {"status": "ok"}
 
 
@@ -46,11 +50,18 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 
 @router.get("/v1/presets", tags=["models"], response_model=list[PresetOut])
-def list_presets() -> list[PresetOut]:
+async def list_presets() -> Response:
     """The named presets a model can be learned with (any field can be overridden)."""
+    return Response(_presets_document(), media_type="application/json")
+
+
+@functools.lru_cache(maxsize=1)
+def _presets_document() -> bytes:
+    """The presets never change while a process runs: their document is built and serialized
+    once, not per request (which took most of the route's time)."""
     out = []
     for name in preset_names():
         p = resolve(name, {})
         out.append(PresetOut(name=name, description=p.description, kind=p.kind, image_size=p.image_size,
                              config=p.to_dict()))
-    return out
+    return TypeAdapter(list[PresetOut]).dump_json(out)
