@@ -419,8 +419,10 @@ def _iso(when: Optional[datetime]) -> Optional[str]:
 
 
 class Dispatcher:
-    """Sends due deliveries: ``run_once`` is one pass; ``start`` runs passes in a thread every
-    ``GCN_WEBHOOK_POLL_INTERVAL`` s, or at once after ``wake``."""
+    """Sends due deliveries: ``run_once`` is one pass (it returns when its POSTs have); ``start``
+    runs a thread that keeps up to ``GCN_WEBHOOK_CONCURRENCY`` POSTs in flight, looking for due
+    deliveries every ``GCN_WEBHOOK_POLL_INTERVAL`` s, at once after ``wake``, and whenever a POST
+    ends."""
 
     def __init__(self, db: Database, settings: Settings, *,
                  send: Callable[..., Outcome] = post, rand: Callable[[], float] = random.random):
