@@ -252,7 +252,7 @@ class Database:
         self._engine: Optional[Engine] = None
         self._sessions: Optional[sessionmaker[Session]] = None
         self._inline: Optional[tuple[int, Engine, sessionmaker[Session]]] = None  # (pid, engine, sessions)
-        self._reads: Optional[sessionmaker[Session]] = None
+        self._reads: Optional[tuple[Engine, sessionmaker[Session]]] = None  # read_session's own pool
         _INSTANCES.add(self)
 
     @property
@@ -268,7 +268,7 @@ class Database:
                 self._engine = self._create_engine()
                 self._sessions = sessionmaker(self._engine, expire_on_commit=False)
                 if self._reads is not None:  # the parent's read engine, inherited across fork
-                    self._reads.kw["bind"].dispose(close=False)
+                    self._reads[0].dispose(close=False)
                     self._reads = None
                 self._pid = os.getpid()
             return self._engine
@@ -303,8 +303,8 @@ class Database:
             if self._reads is None:
                 engine = create_engine(self.url, pool_size=SERVER_POOL_SIZE, max_overflow=10,
                                        isolation_level="AUTOCOMMIT")
-                self._reads = sessionmaker(engine, expire_on_commit=False)
-            return self._reads()
+                self._reads = (engine, sessionmaker(engine, expire_on_commit=False))
+            return self._reads[1]()
 
     @functools.cached_property
     def reads_inline(self) -> bool:
@@ -397,7 +397,7 @@ class Database:
             if self._inline is not None and self._inline[0] == os.getpid():
                 self._inline[1].dispose()
             if self._reads is not None:
-                self._reads.kw["bind"].dispose()
+                self._reads[0].dispose()
             self._engine = None
             self._reads = None
             self._sessions = None

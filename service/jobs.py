@@ -178,15 +178,18 @@ class JobStore:
         lock quickly (``Database.inline_session``, SQLite only), for callers on an event loop."""
         if not is_id(job_id):
             return None
-        for attempt in (1, 2):
-            try:
-                with (self.db.inline_session() if inline else self.db.read_session()) as s:
-                    job = s.get(Job, job_id)
-                    return None if job is None else with_deliveries(s, [job])[0]
-            except DBAPIError as e:  # a connection the server had dropped: once more, on a new one
-                if attempt == 2 or not is_disconnect(e):
-                    raise
-        raise AssertionError("unreachable")
+
+        def read() -> Optional[Job]:
+            with (self.db.inline_session() if inline else self.db.read_session()) as s:
+                job = s.get(Job, job_id)
+                return None if job is None else with_deliveries(s, [job])[0]
+
+        try:
+            return read()
+        except DBAPIError as e:
+            if not is_disconnect(e):
+                raise
+            return read()  # a connection the server had dropped: once more, on a new one
 
     def list(self, *, status: Optional[str] = None, kind: Optional[str] = None, limit: int = 20,
              cursor: Optional[str] = None, api_key_id: Optional[str] = None) -> tuple[list[Job], Optional[str]]:
