@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
-import uuid
-
-from sqlalchemy import create_engine, text
 
 from service.db import Database, Job
 from service.jobs import JobKind, JobStore, new_id
 
+from .service import POSTGRES, postgres_schema
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.db_reads", description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--url", default=POSTGRES, help="the server (default: GCN_BENCH_POSTGRES_URL or the local one)")
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args(argv)
-    schema = f"gcn_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(args.url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    db = Database(f"{args.url}?options=-csearch_path%3D{schema}")
+    found = postgres_schema(args.url)
+    if found is None:
+        print(f"python -m bench.db_reads: error: no PostgreSQL at {args.url}", file=sys.stderr)
+        return 1
+    url, drop = found
+    db = Database(url)
     try:
         db.create_all()
         job = JobStore(db).create(JobKind.sample, {"n": 1}, model_id=new_id())
@@ -61,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {statistics.median(v):.3f} | {min(v):.3f} |")
     finally:
         db.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+        drop()
     return 0
 
 

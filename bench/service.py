@@ -265,12 +265,12 @@ def free_redis_db() -> Optional[int]:
     return None
 
 
-def postgres_schema() -> Optional[tuple[str, Any]]:
-    """(URL of a fresh schema on ``POSTGRES``, drop function), or None when it is not reachable."""
+def postgres_schema(server: str = POSTGRES) -> Optional[tuple[str, Any]]:
+    """(URL of a fresh schema on ``server``, drop function), or None when it is not reachable."""
     from sqlalchemy import create_engine, text
 
     schema = f"gcn_bench_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES, connect_args={"connect_timeout": 3})
+    engine = create_engine(server, connect_args={"connect_timeout": 3})
     try:
         with engine.begin() as conn:
             conn.execute(text(f"CREATE SCHEMA {schema}"))
@@ -283,7 +283,7 @@ def postgres_schema() -> Optional[tuple[str, Any]]:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         engine.dispose()
 
-    return f"{POSTGRES}?options=-csearch_path%3D{schema}", drop
+    return f"{server}?options=-csearch_path%3D{schema}", drop
 
 
 def run_mode(mode: str, quick: bool, tmp: Path) -> dict[str, Any]:
