@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from models import GenerativeModel, get_preset
+from models import GenerativeModel, cpu_conv, get_preset
 from models.langevin import LangevinSampler
 from models.learner import Learner
 
@@ -49,7 +49,25 @@ def variants(device: torch.device) -> dict[str, dict[str, Any]]:
         return {"models (bf16 autocast)": {"amp": True},
                 "models (bf16 + CUDA graph)": {"amp": True, "cuda_graph": True},
                 "models (fp32)": {"amp": False}}
-    return {"models (fp32)": {"amp": False}, "models (bf16 autocast, opt-in)": {"amp": True}}
+    return {"models (fp32)": {"amp": False},
+            "models (fp32, oneDNN only)": {"amp": False, "cpu_conv": "onednn"},
+            "models (bf16 autocast, opt-in)": {"amp": True}}
+
+
+def _sampler(p, steps: int, flags: dict[str, Any]):
+    """A ``sample(net, x0, generator)`` for one variant; ``cpu_conv`` in ``flags`` is the
+    ``models.cpu_conv`` policy it runs under (otherwise ``GCN_CPU_CONV``, as in the pipeline)."""
+    flags = dict(flags)
+    policy = flags.pop("cpu_conv", None)
+    sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=steps, **flags)
+
+    def sample(net, x0, generator):
+        cpu_conv.set_policy(policy)
+        try:
+            return sampler.sample(net, x0, generator=generator)
+        finally:
+            cpu_conv.set_policy(None)
+    return sample
 
 
 def _model(preset_name: str, size: int, chains: int, device: torch.device) -> GenerativeModel:
@@ -67,8 +85,7 @@ def agreement(model: GenerativeModel, ref: ReferenceNet, x0: torch.Tensor, steps
     the chains' largest |value|."""
     p = model.preset
     a = reference_langevin(ref, x0, steps, p.step_size, p.sigma, torch.Generator(x0.device).manual_seed(7))
-    sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=steps, **flags)
-    b = sampler.sample(model.net, x0, generator=torch.Generator(x0.device).manual_seed(7))
+    b = _sampler(p, steps, flags)(model.net, x0, torch.Generator(x0.device).manual_seed(7))
     return float((a - b).abs().max() / a.abs().max())
 
 
@@ -87,8 +104,8 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
     out["agreement_rel_max"] = checks
 
     def make_sampler(flags):
-        s = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=steps, **flags)
-        return lambda: s.sample(net, x0, generator=torch.Generator(device).manual_seed(5))
+        s = _sampler(p, steps, flags)
+        return lambda: s(net, x0, torch.Generator(device).manual_seed(5))
 
     fns = {"reference": lambda: reference_langevin(ref, x0, steps, p.step_size, p.sigma,
                                                    torch.Generator(device).manual_seed(5))}

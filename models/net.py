@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import cpu_conv
 from .presets import ConvSpec, Preset
 
 
@@ -238,7 +239,7 @@ class EnergyNet(nn.Module):
         inputs, h = [], x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs[: self.depth]:
             inputs.append(h)
-            h = F.conv2d(h, conv.weight, conv.bias, conv.stride, conv.padding).relu_()
+            h = conv_forward(h, conv).relu_()
         # The ReLU maps are >= 0, so sign() turns each, in place, into its 0/1 activation pattern
         # once it is no longer needed as a value: no new buffers in the top-down pass.
         if self.top == "sum":
@@ -275,7 +276,7 @@ class EnergyNet(nn.Module):
         for conv in self.convs[: self.depth]:
             inputs.append(h)
             w, b = (weight, bias) if conv is top else (conv.weight, conv.bias)
-            h = F.conv2d(h, w, b, conv.stride, conv.padding).relu_()
+            h = conv_forward(h, conv, w, b).relu_()
         if self.top == "sum":
             if one:
                 f = h.sum(dim=(1, 2, 3))
@@ -311,13 +312,26 @@ def space_to_depth_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
     return w.reshape(co, ci * s * s, ph // s, pw // s)
 
 
+def conv_forward(
+    x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``conv(x)`` (with ``weight`` / ``bias`` in place of the module's when given); a stride-1
+    layer on the CPU may run on NNPACK's FFT kernels (``models.cpu_conv``)."""
+    w, b = (conv.weight, conv.bias) if weight is None else (weight, bias)
+    if conv.stride == (1, 1) and conv.groups == 1 and conv.dilation == (1, 1):
+        return cpu_conv.conv2d(x, w, b, conv.padding)
+    return F.conv2d(x, w, b, conv.stride, conv.padding)
+
+
 def conv_input_grad(
     g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int], weight: torch.Tensor | None = None
 ) -> torch.Tensor:
     """d<g, conv(x)>/dx for an input of spatial ``size``: the transposed convolution of ``g``
     (with ``weight`` in place of ``conv.weight`` when given: one category's filters of a top conv).
 
-    Stride 1: ``conv_transpose2d`` (measured faster than autograd's ``convolution_backward``).
+    Stride 1: ``conv_transpose2d`` (measured faster than autograd's ``convolution_backward``), or
+    on the CPU, where ``models.cpu_conv`` picks NNPACK, the equal convolution with the flipped,
+    transposed filters.
     Equal strides s > 1: in space-to-depth form, as a stride-1 convolution of ``g`` with the
     flipped, transposed space-to-depth filters (s*s times the input channels), a pixel shuffle,
     then the crop (or zero fill) to ``size``; exact up to float rounding. Anything else
@@ -330,10 +344,14 @@ def conv_input_grad(
         return torch.nn.grad.conv2d_input(shape, w.to(g.dtype), g, conv.stride, conv.padding, conv.dilation,
                                           conv.groups)
     if sh == 1:
+        kh, kw = w.shape[-2:]
+        flipped_padding = (kh - 1 - ph, kw - 1 - pw)
+        if cpu_conv.use_nnpack(g, torch.Size((w.shape[1], w.shape[0], kh, kw)), flipped_padding):
+            return cpu_conv.conv2d(g, _decoder_weight(conv, weight), None, flipped_padding)
         return F.conv_transpose2d(g, w, None, 1, (ph, pw))
     s = sh
     wt = _decoder_weight(conv, weight)  # [C_in * s * s, C_out, k', k'], flipped
-    gi = F.pixel_shuffle(F.conv2d(g, wt, None, 1, (wt.shape[-2] - 1, wt.shape[-1] - 1)), s)
+    gi = F.pixel_shuffle(cpu_conv.conv2d(g, wt, None, (wt.shape[-2] - 1, wt.shape[-1] - 1)), s)
     # gi covers the padded input rows / columns [0, Hp); the input sits at [p, p + H)
     h, wd = size
     hp, wp = gi.shape[-2:]
@@ -343,7 +361,8 @@ def conv_input_grad(
 
 
 def _decoder_weight(conv: nn.Conv2d, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The flipped, transposed space-to-depth filters of a strided conv (or of ``weight``, a slice
+    """The flipped, transposed space-to-depth filters of a conv (for stride 1 simply the flipped,
+    transposed filters) (or of ``weight``, a slice
     of its filters), cached on the module until its weight changes (in-place updates bump the
     tensor's version, which a slice shares)."""
     w = conv.weight if weight is None else weight

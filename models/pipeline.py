@@ -145,7 +145,8 @@ def _cuda_graph(device: torch.device) -> bool:
 
 def prepare_device(device: torch.device) -> None:
     """CUDA: let cuDNN time its convolution algorithms once per shape and keep the fastest
-    (``GCN_CUDNN_BENCHMARK=0`` turns this off for bitwise run-to-run reproducibility)."""
+    (``GCN_CUDNN_BENCHMARK=0`` turns this off for bitwise run-to-run reproducibility). The CPU's
+    counterpart, NNPACK against oneDNN, is ``models.cpu_conv`` (``GCN_CPU_CONV``)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = _flag("GCN_CUDNN_BENCHMARK", "1") not in ("0", "off", "false", "no")
 

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     # ---- worker --------------------------------------------------------------------------
     device: Optional[str] = Field(None, description="cpu, cuda or cuda:N; empty: CUDA when present.")
     torch_threads: Optional[int] = Field(None, ge=1, description="Cap on torch CPU threads in the worker child.")
+    cpu_conv: Literal["auto", "onednn", "nnpack"] = Field(
+        "auto",
+        description="CPU convolutions (models.cpu_conv): auto times NNPACK against oneDNN per shape; "
+        "onednn for bitwise run-to-run reproducibility.",
+    )
     checkpoint_every: int = Field(50, ge=1, description="Learning writes its checkpoint every N iterations.")
     progress_interval: float = Field(1.0, gt=0, description="At most one progress write per job per this many seconds.")
     cancel_poll_interval: float = Field(0.5, gt=0, description="Seconds between reads of a running job's cancel flag.")

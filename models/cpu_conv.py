@@ -1,0 +1,155 @@
+"""Stride-1 convolutions on the CPU by NNPACK's FFT kernels where they measure faster than
+oneDNN's direct ones.
+
+Why: a 5 x 5 convolution by FFT needs several times fewer multiplications than the direct one,
+and NNPACK (built into PyTorch's CPU wheels) has hand-written AVX2 / NEON FFT kernels. On a
+2-core AVX2 EPYC, one thread, the ``texture`` preset's 100 -> 64 channel 5 x 5 layer at 72 x 72
+took 9.4 ms against oneDNN's 24-27 ms, and the Langevin step at 224 px went from 77 to 40 ms
+(docs/benchmarks.md). Whether it wins depends on the shape, the thread count and the CPU (oneDNN
+has AVX-512 kernels, NNPACK does not), so it is measured rather than guessed, as cuDNN's
+benchmark mode does on a GPU.
+
+Policy (``GCN_CPU_CONV``, or ``set_policy``):
+
+- ``auto`` (default): the first time a shape is seen (at this thread count), both are timed
+  on it and NNPACK is kept only if clearly faster (``MARGIN``); convolutions too small to matter
+  (``MIN_FLOPS``) always use oneDNN, so tiny test nets never depend on a timing.
+- ``onednn``: never NNPACK. Results are then bitwise the same from run to run on one machine,
+  whatever the timings (the two differ at float rounding: ~1e-6 of the largest output).
+- ``nnpack``: NNPACK wherever it applies (tests use it to exercise that path on small nets).
+
+NNPACK applies to float32 CPU tensors outside autocast, with kernels of 4 to 16 pixels (3 x 3
+would go to its Winograd kernels: ten times the rounding error and no faster here) and padding
+smaller than the kernel. If NNPACK is missing or fails, oneDNN does the work.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+POLICIES = ("auto", "onednn", "nnpack")
+MIN_KERNEL, MAX_KERNEL = 4, 16
+MIN_FLOPS = 20e6  # below this a convolution costs well under a millisecond: not worth a timing
+MARGIN = 0.85  # NNPACK must take under 85 % of oneDNN's time: near-ties stay with oneDNN
+TIMING_ROUNDS = 3
+
+_policy: str | None = None  # None: GCN_CPU_CONV, read at the first convolution
+_choices: dict[tuple, bool] = {}
+
+
+def set_policy(policy: str | None) -> None:
+    """``auto``, ``onednn`` or ``nnpack`` (see the module docstring); None: ``GCN_CPU_CONV``
+    again (default ``auto``). Timings made under ``auto`` are kept across changes of policy
+    (``forget_timings`` drops them)."""
+    global _policy
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"the CPU convolution policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    _policy = policy
+
+
+def forget_timings() -> None:
+    """Drop every choice made under ``auto``: the next convolution of each shape is timed again."""
+    _choices.clear()
+
+
+def get_policy() -> str:
+    global _policy
+    if _policy is None:
+        policy = os.environ.get("GCN_CPU_CONV", "auto").strip().lower() or "auto"
+        if policy not in POLICIES:
+            raise ValueError(f"GCN_CPU_CONV must be one of {', '.join(POLICIES)}, not {policy!r}")
+        _policy = policy
+    return _policy
+
+
+@functools.cache
+def nnpack_available() -> bool:
+    """Whether this PyTorch has NNPACK and this CPU runs it. The call also initialises NNPACK,
+    which must happen before its first convolution."""
+    try:
+        return bool(torch._nnpack_available())
+    except Exception:  # an exotic build without the operator
+        return False
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, 1, padding)``, by NNPACK where the policy says so (its output
+    is then NCHW-contiguous; oneDNN's follows the input's memory format)."""
+    if use_nnpack(x, weight.shape, padding):
+        try:
+            return torch._nnpack_spatial_convolution(x, weight, bias, list(padding), [1, 1])
+        except RuntimeError:
+            _choices[_key(x, weight.shape, padding)] = False
+    return F.conv2d(x, weight, bias, 1, padding)
+
+
+def use_nnpack(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> bool:
+    """Whether a stride-1 convolution of ``x`` with filters of ``weight_shape`` should run on NNPACK."""
+    policy = get_policy()
+    if policy == "onednn" or not _applies(x, weight_shape, padding):
+        return False
+    if policy == "nnpack":
+        return True
+    key = _key(x, weight_shape, padding)
+    choice = _choices.get(key)
+    if choice is None:
+        choice = _flops(x, weight_shape, padding) >= MIN_FLOPS and _nnpack_is_faster(x, weight_shape, padding)
+        _choices[key] = choice
+    return choice
+
+
+def _applies(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> bool:
+    kh, kw = weight_shape[-2:]
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and x.requires_grad)  # NNPACK's op has no backward
+        and MIN_KERNEL <= kh <= MAX_KERNEL
+        and MIN_KERNEL <= kw <= MAX_KERNEL
+        and 0 <= padding[0] < kh
+        and 0 <= padding[1] < kw
+        and nnpack_available()
+    )
+
+
+def _key(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> tuple:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return tuple(x.shape), channels_last, tuple(weight_shape), tuple(padding), torch.get_num_threads()
+
+
+def _flops(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> float:
+    n, _, h, w = x.shape
+    co, ci, kh, kw = weight_shape
+    return 2.0 * n * co * ci * kh * kw * (h + 2 * padding[0] - kh + 1) * (w + 2 * padding[1] - kw + 1)
+
+
+def _nnpack_is_faster(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> bool:
+    """Time both on zero tensors of these shapes and layout (their speed does not depend on the
+    values), alternating so that a change of machine load hits both alike; medians of a few rounds."""
+    with torch.no_grad():
+        probe = torch.zeros_like(x)
+        weight = torch.zeros(weight_shape, dtype=x.dtype)
+        runs = {
+            False: lambda: F.conv2d(probe, weight, None, 1, padding),
+            True: lambda: torch._nnpack_spatial_convolution(probe, weight, None, list(padding), [1, 1]),
+        }
+        times: dict[bool, list[float]] = {False: [], True: []}
+        try:
+            for run in runs.values():  # warm-up: workspaces, oneDNN primitive caches
+                run()
+            for _ in range(TIMING_ROUNDS):
+                for nnpack, run in runs.items():
+                    start = time.perf_counter()
+                    run()
+                    times[nnpack].append(time.perf_counter() - start)
+        except RuntimeError:
+            return False
+    return statistics.median(times[True]) < MARGIN * statistics.median(times[False])
