@@ -21,6 +21,13 @@ Policy (``GCN_CPU_CONV``, or ``set_policy``):
 NNPACK applies to float32 CPU tensors outside autocast, with kernels of 4 to 16 pixels (3 x 3
 would go to its Winograd kernels: ten times the rounding error and no faster here) and padding
 smaller than the kernel. If NNPACK is missing or fails, oneDNN does the work.
+
+NNPACK runs on the calling thread alone: PyTorch makes NNPACK's thread pool at its first
+convolution, with torch's thread count then, and ``nnpack_available`` makes that happen with one
+thread. With a pool of several threads, its workers spun on the cores that oneDNN's threads
+needed next: a 64 px step (1 chain, 2 threads) took 4.2 ms against 2.1 ms with oneDNN alone,
+although NNPACK had timed faster on its own. On several threads, NNPACK is then kept only where
+one thread of it beats all of oneDNN's (on 2 AVX2 cores: the 224 px layers, not the 64 px ones).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ POLICIES = ("auto", "onednn", "nnpack")
 MIN_KERNEL, MAX_KERNEL = 4, 16
 MIN_FLOPS = 20e6  # below this a convolution costs well under a millisecond: not worth a timing
 MARGIN = 0.85  # NNPACK must take under 85 % of oneDNN's time: near-ties stay with oneDNN
-TIMING_ROUNDS = 3
+TIMING_ROUNDS = 5
 
 _policy: str | None = None  # None: GCN_CPU_CONV, read at the first convolution
 _choices: dict[tuple, bool] = {}
@@ -70,11 +77,19 @@ def get_policy() -> str:
 
 @functools.cache
 def nnpack_available() -> bool:
-    """Whether this PyTorch has NNPACK and this CPU runs it. The call also initialises NNPACK,
-    which must happen before its first convolution."""
+    """Whether this PyTorch has NNPACK and this CPU runs it. The first call initialises NNPACK
+    (which must happen before its first convolution) and makes its thread pool with one thread."""
     try:
-        return bool(torch._nnpack_available())
-    except Exception:  # an exotic build without the operator
+        if not torch._nnpack_available():
+            return False
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            torch._nnpack_spatial_convolution(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), None, [0, 0], [1, 1])
+        finally:
+            torch.set_num_threads(threads)
+        return True
+    except Exception:  # an exotic build without the operator, or NNPACK refusing this CPU
         return False
 
 
@@ -83,7 +98,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad
     is then NCHW-contiguous; oneDNN's follows the input's memory format)."""
     if use_nnpack(x, weight.shape, padding):
         try:
-            return torch._nnpack_spatial_convolution(x, weight, bias, list(padding), [1, 1])
+            return _nnpack(x, weight, bias, padding)
         except RuntimeError:
             _choices[_key(x, weight.shape, padding)] = False
     return F.conv2d(x, weight, bias, 1, padding)
@@ -120,6 +135,10 @@ def _applies(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]
     )
 
 
+def _nnpack(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]) -> torch.Tensor:
+    return torch._nnpack_spatial_convolution(x, weight, bias, list(padding), [1, 1])
+
+
 def _key(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> tuple:
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return tuple(x.shape), channels_last, tuple(weight_shape), tuple(padding), torch.get_num_threads()
@@ -139,7 +158,7 @@ def _nnpack_is_faster(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[
         weight = torch.zeros(weight_shape, dtype=x.dtype)
         runs = {
             False: lambda: F.conv2d(probe, weight, None, 1, padding),
-            True: lambda: torch._nnpack_spatial_convolution(probe, weight, None, list(padding), [1, 1]),
+            True: lambda: _nnpack(probe, weight, None, padding),
         }
         times: dict[bool, list[float]] = {False: [], True: []}
         try:

@@ -3,6 +3,10 @@ same function as oneDNN's, chosen once per shape, and never at the cost of a fai
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -186,3 +190,29 @@ def test_the_policy_comes_from_gcn_cpu_conv_and_a_bad_one_is_refused(monkeypatch
     with pytest.raises(ValueError, match="must be one of auto, onednn, nnpack, not 'fast'"):
         cpu_conv.set_policy("fast")
 
+
+
+
+THREADS = r"""
+import os, torch
+from models import cpu_conv
+torch.set_num_threads(2)
+x, w = torch.randn(2, 8, 24, 24), torch.randn(8, 8, 5, 5)
+expected = torch.nn.functional.conv2d(x, w, None, 1, (2, 2))  # OpenMP's threads exist from here on
+before = len(os.listdir("/proc/self/task"))
+cpu_conv.set_policy("nnpack")
+y = cpu_conv.conv2d(x, w, None, (2, 2))  # NNPACK's first convolution in this process: it makes its pool
+assert torch.allclose(y, expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+print(before, len(os.listdir("/proc/self/task")))
+"""
+
+
+@needs_nnpack
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_nnpack_runs_on_the_calling_thread_with_no_pool_threads_of_its_own():
+    """A pool of several threads (PyTorch's default: its thread count at NNPACK's first call) spun
+    on the cores that oneDNN's threads needed next."""
+    out = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split())
+    assert after == before
