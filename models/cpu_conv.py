@@ -4,10 +4,10 @@ oneDNN's direct ones.
 Why: a 5 x 5 convolution by FFT needs several times fewer multiplications than the direct one,
 and NNPACK (built into PyTorch's CPU wheels) has hand-written AVX2 / NEON FFT kernels. On a
 2-core AVX2 EPYC, one thread, the ``texture`` preset's 100 -> 64 channel 5 x 5 layer at 72 x 72
-took 9.4 ms against oneDNN's 24-27 ms, and the Langevin step at 224 px went from 77 to 40 ms
-(docs/benchmarks.md). Whether it wins depends on the shape, the thread count and the CPU (oneDNN
-has AVX-512 kernels, NNPACK does not), so it is measured rather than guessed, as cuDNN's
-benchmark mode does on a GPU.
+took 9.4 ms against oneDNN's 24-27 ms, and the score-and-gradient pass at 224 px went from 77-80
+to 38-43 ms (docs/benchmarks.md). Whether it wins depends on the shape, the thread count and the
+CPU (oneDNN has AVX-512 kernels, NNPACK does not), so it is measured rather than guessed, as
+cuDNN's benchmark mode does on a GPU.
 
 Policy (``GCN_CPU_CONV``, or ``set_policy``):
 

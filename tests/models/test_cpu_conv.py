@@ -116,7 +116,8 @@ def test_auto_times_each_shape_once_and_never_times_small_convolutions(monkeypat
     cpu_conv.set_policy("auto")
     small = torch.zeros(1, 4, 8, 8), torch.zeros(4, 4, 5, 5)
     big = torch.zeros(2, 32, 32, 32), torch.zeros(32, 32, 5, 5)
-    assert cpu_conv._flops(small[0], small[1].shape, (2, 2)) < cpu_conv.MIN_FLOPS <= cpu_conv._flops(big[0], big[1].shape, (2, 2))
+    flops = [cpu_conv._flops(x, w.shape, (2, 2)) for x, w in (small, big)]
+    assert flops[0] < cpu_conv.MIN_FLOPS <= flops[1]
 
     verdict = False
     for _ in range(3):
