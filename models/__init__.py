@@ -2,34 +2,47 @@
 
 Nothing here imports the service (app/, worker/): this package is a library and the science
 behind the `gcn` command line.
+
+The names below are imported when first used (PEP 562), so that ``import models.presets`` or
+``models.images`` does not load torch: the API process uses those two and stays torch-free.
 """
 
-from . import checkpoint
-from .checkpoint import CheckpointError
-from .langevin import Cancelled, LangevinSampler, init_chains
-from .learner import Learner, NumericalError, Progress
-from .model import GenerativeModel
-from .net import EnergyNet
-from .presets import ConvSpec, Preset, PresetError, get_preset, preset_names
-from .reconstruct import activation_patterns, reconstruct
-from .transforms import ImageError
+from __future__ import annotations
 
-__all__ = [
-    "Cancelled",
-    "CheckpointError",
-    "ConvSpec",
-    "EnergyNet",
-    "GenerativeModel",
-    "ImageError",
-    "LangevinSampler",
-    "Learner",
-    "NumericalError",
-    "Preset",
-    "PresetError",
-    "Progress",
-    "activation_patterns",
-    "get_preset",
-    "init_chains",
-    "preset_names",
-    "reconstruct",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Cancelled": "langevin",
+    "CheckpointError": "checkpoint",
+    "ConvSpec": "presets",
+    "EnergyNet": "net",
+    "GenerativeModel": "model",
+    "ImageError": "images",
+    "LangevinSampler": "langevin",
+    "Learner": "learner",
+    "NumericalError": "learner",
+    "Preset": "presets",
+    "PresetError": "presets",
+    "Progress": "learner",
+    "activation_patterns": "reconstruct",
+    "get_preset": "presets",
+    "init_chains": "langevin",
+    "preset_names": "presets",
+    "reconstruct": "reconstruct",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -31,8 +31,9 @@ from torch.nn import functional as F
 
 from .langevin import StepCallback
 from .model import GenerativeModel
-from .presets import Preset
-from .transforms import fit, load_pixels, open_mask, to_model_space, to_pil_images
+from .presets import Preset, inpaint_steps
+from .images import check_mask, known_pixels
+from .transforms import load_pixels, to_model_space, to_pil_images
 
 INITS = ("noise", "mean", "blur")
 BLUR_SIGMA = 0.7  # pixels: the baseline's Gaussian, the best of 0.5 / 0.7 / 1 / 1.5 px on held-out brick and grass
@@ -48,20 +49,8 @@ def random_known_mask(size: tuple[int, int], drop: float, seed: int = 0) -> torc
 
 
 def mask_from_image(source: Any, size: int, resize: str = "crop") -> torch.Tensor:
-    """A known-pixel mask from a mask image: white (>= 128 in grey) marks pixels to fill in, as
-    in most inpainting tools (transparent pixels count as black: kept); the mask is fitted to
-    the image the same way the image is."""
-    img = fit(open_mask(source), size, resize)
-    grey = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(1, 1, img.height, img.width)
-    return grey < 128
-
-
-def check_mask(known: torch.Tensor) -> None:
-    missing = int((~known).sum())
-    if missing == 0:
-        raise ValueError("the mask leaves no pixel to fill in (paint the missing pixels white)")
-    if int(known.sum()) == 0:
-        raise ValueError("the mask hides every pixel: nothing is known to recover from")
+    """``models.images.known_pixels`` as a [1, 1, size, size] boolean tensor (True = known)."""
+    return torch.from_numpy(known_pixels(source, size, resize))
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -99,12 +88,6 @@ def masked_errors(y: torch.Tensor, truth: torch.Tensor, known: torch.Tensor) -> 
     return {"rmse": float(d.pow(2).mean().sqrt()), "mae": float(d.abs().mean())}
 
 
-def default_steps(preset: Preset) -> int:
-    """A model learned for recovery (learner ``recovery``): the steps its recovery chains ran
-    while it learned; any other: as many as sampling takes by default."""
-    return preset.langevin_steps if preset.learner == "recovery" else preset.sample_steps
-
-
 def default_init(model: GenerativeModel) -> str:
     """Short-run models start their chains from a draw of the reference distribution, and that
     is where they learned to go from; the others (recovery models learned exactly this) start
@@ -132,7 +115,7 @@ def recover(
     mean colour) or blur (the normalised-blur fill); None picks ``default_init``. ``category``
     (an index or a name): which output of a model of several categories drives the dynamics."""
     p = model.preset
-    steps = default_steps(model.preset) if steps is None else steps
+    steps = inpaint_steps(model.preset) if steps is None else steps
     init = init or default_init(model)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; use one of {', '.join(INITS)}")

@@ -294,6 +294,13 @@ _PRESETS: dict[str, Preset] = {
 }
 
 
+def inpaint_steps(preset: Preset) -> int:
+    """Langevin steps an inpainting takes by default: for a model learned for recovery (learner
+    ``recovery``), the steps its recovery chains ran while it learned; for any other, as many as
+    sampling takes."""
+    return preset.langevin_steps if preset.learner == "recovery" else preset.sample_steps
+
+
 def preset_names() -> list[str]:
     return list(_PRESETS)
 

@@ -5,10 +5,7 @@ release's VGG file by default, or the observed images' mean). The Gaussian refer
 distribution N(0, sigma^2 Id) is centred on that mean, so a chain started at zeros starts at the
 mean image.
 
-Resize rules (``Preset.resize``):
-- ``crop`` (default): scale so the shorter side equals ``size`` (bicubic), then centre-crop a
-  ``size`` x ``size`` square, so textures keep their aspect ratio.
-- ``stretch``: resize straight to ``size`` x ``size`` as the release's ``imresize`` did.
+Decoding and the resize rule (``crop`` or ``stretch``) are ``models.images``, which needs no torch.
 """
 
 from __future__ import annotations
@@ -18,65 +15,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from .images import ImageError, fit, open_image, open_mask, read_image  # noqa: F401  (the public names stay here too)
 
 IMAGENET_MEAN = (123.68, 116.78, 103.94)
-
-
-class ImageError(ValueError):
-    """An input image that cannot be used; the message names it and says why."""
-
-
-def read_image(source: str | Path | Image.Image) -> Image.Image:
-    """One image as Pillow decoded it (any mode), or ``ImageError`` saying why it cannot be read."""
-    if isinstance(source, Image.Image):
-        return source
-    try:
-        img = Image.open(source)
-        img.load()
-        return img
-    except FileNotFoundError:
-        raise ImageError(f"{source}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{source}: not a readable image ({e.__class__.__name__})") from None
-
-
-def open_image(source: str | Path | Image.Image) -> Image.Image:
-    """Decode one image as RGB, honouring EXIF orientation; grayscale, palette, alpha and 16-bit
-    images are converted (alpha is composited on white)."""
-    img = ImageOps.exif_transpose(read_image(source))
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-    return img.convert("RGB")
-
-
-def open_mask(source: str | Path | Image.Image) -> Image.Image:
-    """Decode a mask image as greyscale ("L"), transparent pixels composited on black (an
-    inpainting mask paints the missing pixels white; what is left transparent is kept)."""
-    img = read_image(source)
-    if img.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return open_image(img).convert("L")
-
-
-def fit(img: Image.Image, size: int, mode: str = "crop") -> Image.Image:
-    """Bring one image to ``size`` x ``size`` by the documented rule (see module docstring)."""
-    if mode == "stretch":
-        return img.resize((size, size), Image.Resampling.BICUBIC)
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return img.crop((left, top, left + size, top + size))
 
 
 def pil_to_pixels(img: Image.Image) -> torch.Tensor:

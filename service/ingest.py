@@ -5,7 +5,7 @@ file's first bytes (PNG, JPEG or WebP signatures; anything else is 415 before an
 it), and Pillow is then allowed only that one decoder. Decoding is bounded before it starts:
 bytes (413), and the pixel count that the header announces (422, checked before a single pixel
 is decoded, so a decompression bomb costs a header read). Truncated or damaged files are 422.
-``models.transforms.open_image`` applies EXIF orientation and converts grayscale, 16-bit, palette,
+``models.images.open_image`` applies EXIF orientation and converts grayscale, 16-bit, palette,
 CMYK and alpha images to RGB, so the worker later reads plain 8-bit RGB PNGs only.
 """
 
@@ -18,7 +18,7 @@ from typing import Optional
 
 from PIL import Image, UnidentifiedImageError
 
-from models.transforms import ImageError, open_image, open_mask
+from models.images import ImageError, open_image, open_mask
 
 ACCEPTED = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 MIN_SIDE = 8

@@ -4,7 +4,8 @@ missing pixels beside the model-free mean and blur fills."""
 
 from __future__ import annotations
 
-from models.inpaint import ORDER, default_init, default_steps, inpaint_image
+from models.inpaint import ORDER, default_init, inpaint_image
+from models.presets import inpaint_steps
 from models.transforms import make_grid
 from service.artifacts import keys, png_bytes
 
@@ -15,7 +16,7 @@ from .sample import _load
 def run_inpainting(run: JobRun) -> None:
     p = run.job.params
     model, _ = _load(run)
-    steps = default_steps(model.preset) if p.get("steps") is None else p["steps"]
+    steps = inpaint_steps(model.preset) if p.get("steps") is None else p["steps"]
     init = p.get("init") or default_init(model)
     size = p.get("size") or model.preset.image_size
     mask = None

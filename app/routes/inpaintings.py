@@ -7,8 +7,8 @@ from typing import Annotated, Literal, Optional
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from models.inpaint import check_mask, default_steps, mask_from_image
-from models.presets import Preset, PresetError, get_preset
+from models.images import check_mask, known_pixels
+from models.presets import Preset, PresetError, get_preset, inpaint_steps
 from service.artifacts import keys, png_bytes
 from service.ingest import UploadError, decode_image
 from service.jobs import JobKind, new_id
@@ -111,7 +111,7 @@ def create_inpainting(
         preset = preset_of(m)
         if decoded_mask is not None:  # a mask that hides nothing, or everything, is refused now, not by the worker
             try:
-                check_mask(mask_from_image(decoded_mask, side, preset.resize))
+                check_mask(known_pixels(decoded_mask, side, preset.resize))
             except ValueError as e:
                 raise invalid("mask", str(e)) from None
         encoded = png_bytes(decoded)
@@ -123,7 +123,7 @@ def create_inpainting(
         if encoded_mask is not None:
             services.artifacts.put(keys.job_mask(job_id), encoded_mask)
         services.usage.add(stored)
-        steps_total = steps if steps is not None else default_steps(preset)
+        steps_total = steps if steps is not None else inpaint_steps(preset)
         try:
             job = start(services, principal, JobKind.inpaint,
                         {**params, "width": decoded.width, "height": decoded.height,
