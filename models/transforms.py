@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import ImageError, fit, open_image, open_mask, read_image  # noqa: F401  (the public names stay here too)
+from .images import ImageError, fit, open_image
 
 IMAGENET_MEAN = (123.68, 116.78, 103.94)
 
