@@ -235,7 +235,7 @@ def reconstruction_metrics(model, images: Sequence[Image.Image]) -> dict[str, fl
     """How well the auto-encoder sigma^2 df/dI reproduces ``images`` (pixel units): RMS error, the
     images' own RMS about their mean (the error of predicting a flat image), and the normalised
     cross-correlation of reconstruction and image (1 = the same picture up to contrast)."""
-    from models.reconstruct import reconstruct
+    from models.reconstruction import reconstruct
     from models.transforms import to_model_space
 
     p = model.preset

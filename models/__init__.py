@@ -5,6 +5,7 @@ behind the `gcn` command line.
 
 The names below are imported when first used (PEP 562), so that ``import models.presets`` or
 ``models.images`` does not load torch: the API process uses those two and stays torch-free.
+(So no exported name may also be a submodule's: importing the submodule would replace it.)
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ _EXPORTS = {
     "Preset": "presets",
     "PresetError": "presets",
     "Progress": "learner",
-    "activation_patterns": "reconstruct",
+    "activation_patterns": "reconstruction",
     "get_preset": "presets",
     "init_chains": "langevin",
     "preset_names": "presets",
-    "reconstruct": "reconstruct",
+    "reconstruct": "reconstruction",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -24,7 +24,7 @@ from .langevin import StepCallback, init_chains
 from .learner import Learner, Progress
 from .model import GenerativeModel
 from .presets import Preset
-from .reconstruct import reconstruct
+from .reconstruction import reconstruct
 from .transforms import channel_mean, load_pixels, make_grid, to_model_space, to_pil_images
 
 ImageSource = str | Path | Image.Image
