@@ -97,11 +97,19 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad
     """``F.conv2d(x, weight, bias, 1, padding)``, by NNPACK where the policy says so (its output
     is then NCHW-contiguous; oneDNN's follows the input's memory format)."""
     if use_nnpack(x, weight.shape, padding):
-        try:
-            return _nnpack(x, weight, bias, padding)
-        except RuntimeError:
-            _choices[_key(x, weight.shape, padding)] = False
+        return nnpack_conv2d(x, weight, bias, padding)
     return F.conv2d(x, weight, bias, 1, padding)
+
+
+def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  padding: tuple[int, int]) -> torch.Tensor:
+    """The same by NNPACK, for a caller that has asked ``use_nnpack`` already; if NNPACK fails,
+    oneDNN does it, and this shape stays with oneDNN from then on."""
+    try:
+        return _nnpack(x, weight, bias, padding)
+    except RuntimeError:
+        _choices[_key(x, weight.shape, padding)] = False
+        return F.conv2d(x, weight, bias, 1, padding)
 
 
 def use_nnpack(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> bool:

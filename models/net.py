@@ -347,7 +347,7 @@ def conv_input_grad(
         kh, kw = w.shape[-2:]
         flipped_padding = (kh - 1 - ph, kw - 1 - pw)
         if cpu_conv.use_nnpack(g, torch.Size((w.shape[1], w.shape[0], kh, kw)), flipped_padding):
-            return cpu_conv.conv2d(g, _decoder_weight(conv, weight), None, flipped_padding)
+            return cpu_conv.nnpack_conv2d(g, _decoder_weight(conv, weight), None, flipped_padding)
         return F.conv_transpose2d(g, w, None, 1, (ph, pw))
     s = sh
     wt = _decoder_weight(conv, weight)  # [C_in * s * s, C_out, k', k'], flipped
@@ -361,10 +361,9 @@ def conv_input_grad(
 
 
 def _decoder_weight(conv: nn.Conv2d, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The flipped, transposed space-to-depth filters of a conv (for stride 1 simply the flipped,
-    transposed filters) (or of ``weight``, a slice
-    of its filters), cached on the module until its weight changes (in-place updates bump the
-    tensor's version, which a slice shares)."""
+    """The flipped, transposed space-to-depth filters of a conv, or of ``weight``, a slice of its
+    filters (for stride 1, simply the flipped, transposed filters), cached on the module until its
+    weight changes (in-place updates bump the tensor's version, which a slice shares)."""
     w = conv.weight if weight is None else weight
     if w.is_cuda and torch.cuda.is_current_stream_capturing():
         # inside a CUDA graph: computed by the graph itself, from the live weights, at every replay
