@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from models.precision import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -73,12 +75,14 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 def machine_tag(device: torch.device) -> str:
-    """A short name for this machine's results: cpu-<cores>c-<vector ISA> (machines of one kind
-    differ in it, and it moves the figures 3x: AVX-512 against AVX2) or the GPU's name."""
+    """A short name for this machine's results: cpu-<cores>c-<vector ISA>[-amx] (machines of one
+    kind differ in it, and it moves the figures 3x: AVX-512 against AVX2; AMX's bfloat16 tiles
+    move the bf16 figures 3x more) or the GPU's name."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device).replace("NVIDIA ", "")
         return "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
-    return f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}"
+    amx = "-amx" if "amx_bf16" in cpu_flags() else ""
+    return f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}{amx}"
 
 
 # ----------------------------------------------------------------------------- timing
@@ -175,7 +179,8 @@ def learning_iteration_flops(layers, size: tuple[int, int], depth: int, n_chains
 
 
 def matmul_peak(device: torch.device, repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """The machine's measured dense float32 throughput, at the current thread count.
+    """The machine's measured dense throughput in ``dtype`` (float32, or bfloat16 on CPUs with
+    bfloat16 hardware), at the current thread count.
 
     Probes, the best of which is the peak: square ``torch.mm`` (BLAS: MKL on x86 CPUs, cuBLAS on
     GPUs) and large 3 x 3 convolutions (oneDNN / cuDNN implicit GEMM; on AMD CPUs MKL's sgemm does

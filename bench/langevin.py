@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from models import GenerativeModel, cpu_conv, get_preset
+from models import precision
 from models.langevin import LangevinSampler
 from models.learner import Learner
 
@@ -43,15 +44,16 @@ def cases(device: torch.device, quick: bool) -> list[dict[str, Any]]:
 
 def variants(device: torch.device) -> dict[str, dict[str, Any]]:
     """The configurations of ``models`` that are timed. The first is the one the pipeline uses on
-    this device (``models.pipeline``): fp32 on the CPU; bf16 autocast (+ CUDA graph where asked)
-    on CUDA. Opt-in extras are reported beside it."""
+    this device by default (``models.precision``): bf16 autocast (+ CUDA graph where asked) on
+    CUDA and on CPUs with bfloat16 hardware, fp32 on other CPUs. The others are reported beside it."""
     if device.type == "cuda":
         return {"models (bf16 autocast)": {"amp": True},
                 "models (bf16 + CUDA graph)": {"amp": True, "cuda_graph": True},
                 "models (fp32)": {"amp": False}}
-    return {"models (fp32)": {"amp": False},
-            "models (fp32, oneDNN only)": {"amp": False, "cpu_conv": "onednn"},
-            "models (bf16 autocast, opt-in)": {"amp": True}}
+    fp32 = {"models (fp32)": {"amp": False}, "models (fp32, oneDNN only)": {"amp": False, "cpu_conv": "onednn"}}
+    if precision.use_amp("cpu"):
+        return {"models (bf16 autocast)": {"amp": True}, **fp32}
+    return {**fp32, "models (bf16 autocast, opt-in)": {"amp": True}}
 
 
 def _sampler(p, steps: int, flags: dict[str, Any]):
@@ -91,7 +93,6 @@ def agreement(model: GenerativeModel, ref: ReferenceNet, x0: torch.Tensor, steps
 
 def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: dict[str, Any],
              budget_s: float) -> dict[str, Any]:
-    peak = peaks["peak_gflops"]
     model = _model(case["preset"], case["size"], case["chains"], device)
     p, net = model.preset, model.net
     ref = ReferenceNet(net)
@@ -120,9 +121,12 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
             "gflops_best": flops_step * steps / timing.best / 1e9,
             "timing": timing.as_dict(),
         }
-        row["peak_fraction_best"] = row["gflops_best"] / peak
-        row["peak_fraction_median"] = row["gflops_median"] / peak
-        row["sgemm_fraction_best"] = row["gflops_best"] / peaks["sgemm_gflops"]
+        # bf16 variants against the bf16 peak where it was measured (CPUs with bf16 hardware)
+        pk = peaks.get("bf16") if "bf16" in name and peaks.get("bf16") else peaks
+        row["peak_dtype"] = "bf16" if pk is not peaks else "fp32"
+        row["peak_fraction_best"] = row["gflops_best"] / pk["peak_gflops"]
+        row["peak_fraction_median"] = row["gflops_median"] / pk["peak_gflops"]
+        row["sgemm_fraction_best"] = row["gflops_best"] / pk["sgemm_gflops"]
         if name != "reference":
             row["speedup_vs_reference"] = common.paired_ratio(t["reference"], timing)
         out["variants"][name] = row
@@ -135,13 +139,24 @@ def run_learning(case: dict[str, Any], device: torch.device, repeats: int, budge
     model = _model(case["preset"], case["size"], case["chains"], device)
     p = model.preset
     observed = torch.randn(1, 3, case["size"], case["size"], generator=torch.Generator().manual_seed(4)).to(device) * 40
-    learner = Learner(copy.deepcopy(model), observed, amp=device.type == "cuda")
-    if p.schedule == "layer_by_layer":
-        learner.iteration = p.iterations * (p.n_stages - 1)  # the last stage: all layers active
+    amp = precision.use_amp(device.type)  # what the pipeline's learner does here
+    learners = {"models": Learner(copy.deepcopy(model), observed, amp=amp)}
+    if amp and device.type == "cpu":  # beside it, fp32 (the default on CPUs without bf16 hardware)
+        learners["models (fp32)"] = Learner(copy.deepcopy(model), observed, amp=False)
+    for learner in learners.values():
+        if p.schedule == "layer_by_layer":
+            learner.iteration = p.iterations * (p.n_stages - 1)  # the last stage: all layers active
     ref = ReferenceLearner(model.net, p, observed)
-    t = common.interleaved({"reference": ref.step, "models": learner.step}, device, repeats, warmup=1,
-                           budget_s=budget_s)
+    t = common.interleaved({"reference": ref.step, **{k: v.step for k, v in learners.items()}}, device, repeats,
+                           warmup=1, budget_s=budget_s)
+    learner = learners["models"]
+    extra = {}
+    if "models (fp32)" in t:
+        extra = {"models_fp32_s": t["models (fp32)"].median,
+                 "speedup_fp32": common.paired_ratio(t["reference"], t["models (fp32)"])}
     return {
+        "precision": "bf16 autocast" if amp else "fp32",
+        **extra,
         "name": case["name"],
         "langevin_steps": p.langevin_steps,
         "chains": p.n_chains,
@@ -185,6 +200,9 @@ def run(device: torch.device, threads: list[int], quick: bool) -> dict[str, Any]
         torch.set_num_threads(n_threads)
         common.log(f"langevin: {n_threads} thread(s): matmul peak")
         peak = common.matmul_peak(device, repeats=5 if quick else 9)
+        if device.type == "cpu" and precision.use_amp("cpu"):
+            common.log(f"langevin: {n_threads} thread(s): bf16 matmul peak")
+            peak["bf16"] = common.matmul_peak(device, repeats=5 if quick else 9, dtype=torch.bfloat16)
         entry: dict[str, Any] = {"threads": n_threads, "peak": peak, "cases": [], "learning": []}
         for case in cases(device, quick):
             common.log(f"langevin: {n_threads} thread(s): {case['name']} sampling")

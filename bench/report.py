@@ -13,6 +13,14 @@ def _f(v: Optional[float], fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _which(default: str, case: dict[str, Any]) -> str:
+    """Where the pipeline's default here is not fp32: its name, and fp32's figure beside it."""
+    fp = case["variants"].get("models (fp32)")
+    if default == "models (fp32)" or fp is None:
+        return ""
+    return f" ({default}, the default here; fp32 {fp['speedup_vs_reference']:.2f}x)"
+
+
 def machine_line(m: dict[str, Any]) -> str:
     gpu = f", {m['gpu']} ({m['gpu_memory_gib']} GiB, CUDA {m['cuda']}, cuDNN {m['cudnn']})" if "gpu" in m else ""
     return (f"{m['cpu']}, {m['cores']} usable cores ({m['capability']}){gpu}; torch {m['torch']}, "
@@ -27,6 +35,11 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
         out += [f"**{entry['threads']} thread(s)**. Measured fp32 peak {pk['peak_gflops']:.0f} GFLOP/s "
                 f"({pk['peak_probe']}; best of each probe: {probes} GFLOP/s). Load average after: "
                 f"{entry['load_avg_after']}.", ""]
+        if pk.get("bf16"):
+            b = pk["bf16"]
+            probes = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in b["probes"].items())
+            out += [f"Measured bf16 peak {b['peak_gflops']:.0f} GFLOP/s ({b['peak_probe']}; best of each probe: "
+                    f"{probes} GFLOP/s): the bf16 rows' % of peak is of this one.", ""]
         out += ["GFLOP/s count the direct convolutions' multiply-adds; FFT convolutions (NNPACK, "
                 "`models.cpu_conv`) do fewer, so their rate can pass the peak.", ""]
         out += ["| case | implementation | image-steps/s (median) | GFLOP/s median / best | % of peak (best) "
@@ -38,7 +51,8 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
                 loads = v["timing"]["load_avg_1m"]
                 out.append(
                     f"| {c['name']} ({c['gflop_per_step']:.2f} GFLOP/step) | {name} | {v['image_steps_per_s']:.1f} "
-                    f"| {v['gflops_median']:.0f} / {v['gflops_best']:.0f} | {100 * v['peak_fraction_best']:.0f} % "
+                    f"| {v['gflops_median']:.0f} / {v['gflops_best']:.0f} | {100 * v['peak_fraction_best']:.0f} %"
+                    f"{' of bf16' if v.get('peak_dtype') == 'bf16' else ''} "
                     f"| {_f(v.get('speedup_vs_reference'), '{:.2f}x')} | {_f(agree, '{:.1e}')} "
                     f"| {min(loads):.1f}-{max(loads):.1f} |")
         out.append("")
@@ -49,8 +63,12 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
             out += ["| learning iteration | T | chains | reference s/it | models s/it | x reference | GFLOP/it |",
                     "|---|---|---|---|---|---|---|"]
             for l in entry["learning"]:
+                models, ratio = f"{l['models_s']:.3f}", f"{l['speedup']:.2f}x"
+                if "models_fp32_s" in l:  # the default here is bf16: fp32 beside it
+                    models += f" ({l['precision']}); fp32 {l['models_fp32_s']:.3f}"
+                    ratio += f"; fp32 {l['speedup_fp32']:.2f}x"
                 out.append(f"| {l['name']} ({l['learner']}, {l['optimizer']}, depth {l['depth']}) | {l['langevin_steps']} "
-                           f"| {l['chains']} | {l['reference_s']:.3f} | {l['models_s']:.3f} | {l['speedup']:.2f}x "
+                           f"| {l['chains']} | {l['reference_s']:.3f} | {models} | {ratio} "
                            f"| {l['gflop_per_iteration']:.1f} |")
             out.append("")
     return out
@@ -59,7 +77,8 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
 def quality_tables(r: dict[str, Any]) -> list[str]:
     fl = r["floor"]
     out = [f"Exemplar: {r['exemplar']}; real floor patch SWD {fl['patch_swd']:.4f} (copy max NCC between the halves "
-           f"{fl['copy_max_ncc']:.3f}); threshold {r['factor']} x floor; {r['threads']} thread(s).", "",
+           f"{fl['copy_max_ncc']:.3f}); threshold {r['factor']} x floor; {r['threads']} thread(s)"
+           + (f"; the net in {r['precision']} (the pipeline's default here)" if "precision" in r else "") + ".", "",
            "| recipe | reached | learning seconds: race / paired | iterations | patch SWD at stop | copy max NCC "
            "| diversity | what |",
            "|---|---|---|---|---|---|---|---|"]
@@ -120,7 +139,9 @@ def scaling_tables(r: dict[str, Any]) -> list[str]:
     by = {(p["preset"], p["size"], p["chains"], p["impl"]): p for p in pts}
     keys = sorted({(p["preset"], p["size"], p["chains"]) for p in pts}, key=lambda k: (k[0], k[2], k[1]))
     out = [f"{r['threads']} thread(s); one subprocess per point; peak memory: growth of the resident set while "
-           "sampling (CPU) or CUDA max allocated.", "",
+           "sampling (CPU) or CUDA max allocated"
+           + (f"; models in {r['models_precision']} (the pipeline's default here)" if "models_precision" in r else "")
+           + ".", "",
            "| preset | size px | chains | models s/step | reference s/step | x reference | models GFLOP/s "
            "| models peak MiB | reference peak MiB |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -150,20 +171,26 @@ def targets(results: dict[str, Any], device: str) -> list[str]:
                 v = c["variants"][first]
                 if c["name"] == "texture@224":
                     if device == "cpu":
+                        fp = c["variants"].get("models (fp32)", v)  # the peak target: fp32 against the fp32 peak
                         rows.append((f"CPU texture@224, {t} thr: >= 90 % of matmul peak",
-                                     f"{100 * v['peak_fraction_best']:.0f} % of the best probe in direct-convolution FLOPs "
-                                     f"({100 * v['peak_fraction_median']:.0f} % median); "
-                                     f"{100 * v.get('sgemm_fraction_best', float('nan')):.0f} % of sgemm",
-                                     mark(v["peak_fraction_best"] >= 0.9)))
+                                     f"fp32: {100 * fp['peak_fraction_best']:.0f} % of the best probe in direct-convolution "
+                                     f"FLOPs ({100 * fp['peak_fraction_median']:.0f} % median); "
+                                     f"{100 * fp.get('sgemm_fraction_best', float('nan')):.0f} % of sgemm",
+                                     mark(fp["peak_fraction_best"] >= 0.9)))
+                        if v is not fp and v.get("peak_dtype") == "bf16":
+                            rows.append((f"(CPU texture@224, {t} thr, {first}, the default here: of the bf16 peak)",
+                                         f"{100 * v['peak_fraction_best']:.0f} %", "-"))
                         rows.append((f"CPU texture@224, {t} thr: no slower than the reference",
-                                     f"{v['speedup_vs_reference']:.2f}x", mark(v["speedup_vs_reference"] >= 1.0)))
+                                     f"{v['speedup_vs_reference']:.2f}x{_which(first, c)}",
+                                     mark(v["speedup_vs_reference"] >= 1.0)))
                     else:
                         best = max(c["variants"].items(), key=lambda kv: kv[1].get("speedup_vs_reference", 0))
                         rows.append((f"GPU texture@224: >= 3x the reference", f"{best[1]['speedup_vs_reference']:.2f}x ({best[0]})",
                                      mark(best[1]["speedup_vs_reference"] >= 3)))
                 if c["name"] == "texture-fast@64" and device == "cpu":
                     rows.append((f"CPU texture-fast@64, {t} thr: >= 1.3x the reference",
-                                 f"{v['speedup_vs_reference']:.2f}x", mark(v["speedup_vs_reference"] >= 1.3)))
+                                 f"{v['speedup_vs_reference']:.2f}x{_which(first, c)}",
+                                 mark(v["speedup_vs_reference"] >= 1.3)))
                 if device == "cuda" and "chains" in c["name"]:
                     best = max(c["variants"].items(), key=lambda kv: kv[1].get("speedup_vs_reference", 0))
                     rows.append((f"GPU {c['name']}: >= 3x the reference", f"{best[1]['speedup_vs_reference']:.2f}x ({best[0]})",

@@ -32,9 +32,16 @@ def _status_kib(field: str) -> int:
     return 0
 
 
+def _precision(device: torch.device) -> str:
+    from models import precision
+
+    return "bf16 autocast" if precision.use_amp(device.type) else "fp32"
+
+
 def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device: str, threads: int) -> dict[str, Any]:
     """One point, in this (fresh) process."""
     from models import GenerativeModel, get_preset
+    from models import precision
     from models.langevin import LangevinSampler
 
     from .reference import ReferenceNet, langevin as reference_langevin
@@ -45,7 +52,7 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
     model = GenerativeModel.create(preset, torch.zeros(3)).to(dev)
     net = model.net
     x0 = torch.randn(chains, 3, size, size, device=dev) * 20
-    amp = dev.type == "cuda"
+    amp = precision.use_amp(dev.type)  # as the pipeline samples on this device
     if impl == "reference":
         ref = ReferenceNet(net)
 
@@ -103,7 +110,8 @@ def run(device: torch.device, quick: bool, threads: int) -> dict[str, Any]:
                                "error": r.stderr[-1500:]})
                 continue
             points.append(json.loads(r.stdout.strip().splitlines()[-1]))
-    return {"threads": threads, "points": points, "load_avg_after": common.load()}
+    return {"threads": threads, "points": points, "load_avg_after": common.load(),
+            "models_precision": _precision(device)}
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from . import checkpoint
+from .precision import use_amp
 from .langevin import StepCallback, init_chains
 from .learner import Learner, Progress
 from .model import GenerativeModel
@@ -127,15 +128,8 @@ def _flag(name: str, default: str) -> str:
 
 
 def _amp(device: torch.device) -> bool:
-    """bfloat16 autocast for the net (chains, gradients and updates stay float32): on CUDA by
-    default; ``GCN_AMP=1`` asks for it on the CPU too (CPUs with AVX512-BF16 / AMX run it about
-    1.5-2x faster), ``GCN_AMP=0`` turns it off everywhere."""
-    amp = _flag("GCN_AMP", "auto")
-    if amp in ("1", "on", "true", "yes"):
-        return True
-    if amp in ("0", "off", "false", "no"):
-        return False
-    return device.type == "cuda"
+    """bfloat16 autocast for the net: ``GCN_AMP`` (auto, on, off), see ``models.precision``."""
+    return use_amp(device.type)
 
 
 def _cuda_graph(device: torch.device) -> bool:

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.precision import amp_setting
 
 
 class Settings(BaseSettings):
@@ -31,6 +33,11 @@ class Settings(BaseSettings):
         "auto",
         description="CPU convolutions (models.cpu_conv): auto times NNPACK against oneDNN per shape; "
         "onednn for bitwise run-to-run reproducibility.",
+    )
+    amp: str = Field(
+        "auto",
+        description="bfloat16 autocast for the net (chains stay float32): auto (CUDA, and CPUs with AMX or "
+        "AVX512-BF16), on, or off (float32 everywhere).",
     )
     checkpoint_every: int = Field(50, ge=1, description="Learning writes its checkpoint every N iterations.")
     progress_interval: float = Field(1.0, gt=0, description="At most one progress write per job per this many seconds.")
@@ -104,6 +111,11 @@ class Settings(BaseSettings):
     )
     webhook_poll_interval: float = Field(2.0, gt=0, description="How often a worker's sender looks for due deliveries.")
     webhook_concurrency: int = Field(4, ge=1, le=64, description="POSTs one worker's sender makes at once.")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp(cls, value: object) -> str:
+        return amp_setting(str(value))  # auto / on / off; 1, 0, true, false, yes, no accepted
 
     @model_validator(mode="after")
     def _derive(self) -> "Settings":

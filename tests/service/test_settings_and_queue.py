@@ -47,3 +47,16 @@ def test_celery_is_configured_for_long_jobs(tmp_path):
     assert embedded.task_acks_late and embedded.worker_prefetch_multiplier == 1
     assert "visibility_timeout" not in embedded.broker_transport_options  # would go to create_engine()
     assert not embedded.worker_enable_remote_control
+
+
+def test_amp_is_validated_and_normalised_for_the_workers(tmp_path, monkeypatch):
+    import pydantic
+    import pytest
+
+    monkeypatch.setenv("GCN_AMP", "1")
+    s = Settings(data_dir=tmp_path)
+    assert s.amp == "on" and s.to_env()["GCN_AMP"] == "on"
+    assert Settings(data_dir=tmp_path, amp="OFF").amp == "off"
+    monkeypatch.setenv("GCN_AMP", "fast")
+    with pytest.raises(pydantic.ValidationError, match="GCN_AMP must be auto, on or off"):
+        Settings(data_dir=tmp_path)

@@ -1,0 +1,66 @@
+"""Whether the net runs under bfloat16 autocast: the ``GCN_AMP`` setting, and what the CPU can
+multiply natively. Needs no torch (the API process validates the setting without it).
+
+Why a hardware test: bfloat16 autocast is a large win only where the CPU has bfloat16 matrix
+instructions. In float32 the ``texture`` preset at 224 px sampled 1.7-2.5x as fast as the
+reference loop on a 2-core Xeon with AMX, and under autocast 5-6.5x; on an AVX512-BF16 EPYC
+autocast was 1.5-1.75x faster than float32; but on an AVX2-only EPYC, where bfloat16 is
+emulated, 15-17x *slower* (docs/benchmarks.md). PyTorch 2.13 has no public query for these
+instruction sets, so they are read from the kernel's list of CPU flags (Linux); elsewhere none
+is assumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # AMX tiles; AVX-512 bfloat16 dot products
+AMP_VALUES = {"auto": "auto", "1": "on", "on": "on", "true": "on", "yes": "on",
+              "0": "off", "off": "off", "false": "off", "no": "off"}
+
+
+def amp_setting(value: str | None = None) -> str:
+    """``auto``, ``on`` or ``off`` from a ``GCN_AMP`` value (``value``, else the environment;
+    1/0, true/false and yes/no are accepted too); ValueError for anything else."""
+    raw = os.environ.get("GCN_AMP", "auto") if value is None else value
+    setting = AMP_VALUES.get(raw.strip().lower() or "auto")
+    if setting is None:
+        raise ValueError(f"GCN_AMP must be auto, on or off, not {raw!r}")
+    return setting
+
+
+def use_amp(device_type: str, setting: str | None = None) -> bool:
+    """Whether to autocast the net to bfloat16 on a ``device_type`` ('cpu', 'cuda') device; the
+    chains, their gradients and updates stay float32 either way.
+
+    ``auto`` (default): on CUDA, and on CPUs that multiply bfloat16 in hardware (AMX or
+    AVX512-BF16), where the time-to-quality race reached its threshold in the same number of
+    iterations as in float32; float32 elsewhere. ``on`` forces it, ``off`` gives float32
+    everywhere (the paper's arithmetic; with ``GCN_CPU_CONV=onednn``, bitwise reproducible)."""
+    setting = amp_setting(setting)
+    if setting != "auto":
+        return setting == "on"
+    return device_type == "cuda" or (device_type == "cpu" and native_bf16())
+
+
+@functools.cache
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The flags the kernel lists for the first CPU (the cores of one machine share their
+    instruction sets); empty where there is no such file (macOS, Windows)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86; ARM calls them Features
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX-BF16 or AVX512-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in BF16_FLAGS)

@@ -1,0 +1,76 @@
+"""models.precision: GCN_AMP and the CPU's bfloat16 hardware decide whether the net autocasts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import precision
+from models.pipeline import make_learner, synthesize
+from models.presets import get_preset
+
+CPU = torch.device("cpu")
+AMX = frozenset({"fpu", "avx2", "avx512f", "amx_tile", "amx_bf16"})
+ZEN4 = frozenset({"fpu", "avx2", "avx512f", "avx512_bf16"})
+AVX2 = frozenset({"fpu", "sse4_2", "avx", "avx2", "fma"})
+
+
+def test_cpu_flags_are_read_from_the_kernels_list(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    assert precision.cpu_flags(str(info)) == {"fpu", "avx2", "amx_bf16", "amx_tile"}
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert precision.cpu_flags(str(arm)) == {"fp", "asimd", "bf16"}
+    assert precision.cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_native_bf16_means_amx_or_avx512_bf16():
+    assert precision.native_bf16(AMX) and precision.native_bf16(ZEN4)
+    assert not precision.native_bf16(AVX2) and not precision.native_bf16(frozenset())
+
+
+@pytest.mark.parametrize("value, setting", [("auto", "auto"), ("", "auto"), ("1", "on"), ("ON", "on"),
+                                            ("true", "on"), ("0", "off"), (" off ", "off"), ("no", "off")])
+def test_amp_setting_accepts_the_usual_spellings(value, setting):
+    assert precision.amp_setting(value) == setting
+
+
+def test_a_bad_amp_setting_is_an_error_that_names_the_variable(monkeypatch):
+    with pytest.raises(ValueError, match="GCN_AMP must be auto, on or off, not 'fast'"):
+        precision.amp_setting("fast")
+    monkeypatch.setenv("GCN_AMP", "fast")
+    with pytest.raises(ValueError, match="GCN_AMP"):
+        precision.use_amp("cpu")
+
+
+@pytest.mark.parametrize("flags, cpu_auto", [(AMX, True), (ZEN4, True), (AVX2, False)])
+def test_auto_autocasts_on_cuda_and_on_cpus_with_bf16_hardware(monkeypatch, flags, cpu_auto):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.delenv("GCN_AMP", raising=False)
+    assert precision.use_amp("cpu") is cpu_auto
+    assert precision.use_amp("cuda") is True
+    assert precision.use_amp("cpu", "off") is False and precision.use_amp("cuda", "off") is False
+    assert precision.use_amp("cpu", "on") is True
+
+
+def test_the_pipeline_follows_the_setting(monkeypatch, brick64):
+    """make_learner's learner and synthesize's sampler autocast exactly when use_amp says so."""
+    preset = get_preset("texture-fast").replace(image_size=16, iterations=1)
+    seen = []
+    real_autocast = torch.autocast
+
+    def spy(device_type, *args, enabled=True, **kwargs):
+        seen.append(enabled)
+        return real_autocast(device_type, *args, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    for flags, env, expected in [(AVX2, "auto", False), (AMX, "auto", True), (AMX, "off", False), (AVX2, "on", True)]:
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setenv("GCN_AMP", env)
+        learner = make_learner([brick64], preset, device=CPU)
+        assert learner.amp is expected and learner.sampler.amp is expected
+        seen.clear()
+        synthesize(learner.model, 1, seed=0, steps=2)
+        assert seen and set(seen) == {expected}, (flags, env, seen)
