@@ -19,11 +19,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from models.precision import cpu_flags
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from models import precision  # noqa: E402  (importable once ROOT is on the path)
 
 OUT = ROOT / "bench" / "out"
 
@@ -75,14 +75,28 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 def machine_tag(device: torch.device) -> str:
-    """A short name for this machine's results: cpu-<cores>c-<vector ISA>[-amx] (machines of one
-    kind differ in it, and it moves the figures 3x: AVX-512 against AVX2; AMX's bfloat16 tiles
-    move the bf16 figures 3x more) or the GPU's name."""
+    """A short name for this machine's results: cpu-<cores>c-<vector ISA>[-amx|-bf16] (machines
+    of one kind differ in it, and it moves the figures 3x: AVX-512 against AVX2; bfloat16
+    hardware, AMX tiles or AVX512-BF16, makes bf16 autocast the default and moves its figures 3x
+    more) or the GPU's name; with ``-amp-on`` / ``-amp-off`` when GCN_AMP overrides the default,
+    so that such a run never replaces the default's results."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device).replace("NVIDIA ", "")
-        return "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
-    amx = "-amx" if "amx_bf16" in cpu_flags() else ""
-    return f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}{amx}"
+        tag = "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+    else:
+        flags = precision.cpu_flags()
+        bf16 = "-amx" if "amx_bf16" in flags else ("-bf16" if precision.native_bf16(flags) else "")
+        tag = f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}{bf16}"
+    setting = precision.amp_setting()
+    return tag if setting == "auto" else f"{tag}-amp-{setting}"
+
+
+def amp_label(device: torch.device) -> str:
+    """How the pipeline runs the net in this process: 'bf16 autocast' or 'fp32', and whether that
+    is this device's default or GCN_AMP's override (for the reports)."""
+    what = "bf16 autocast" if precision.use_amp(device.type) else "fp32"
+    setting = precision.amp_setting()
+    return f"{what} (the pipeline's default here)" if setting == "auto" else f"{what} (GCN_AMP={setting})"
 
 
 # ----------------------------------------------------------------------------- timing

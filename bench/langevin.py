@@ -43,17 +43,19 @@ def cases(device: torch.device, quick: bool) -> list[dict[str, Any]]:
 
 
 def variants(device: torch.device) -> dict[str, dict[str, Any]]:
-    """The configurations of ``models`` that are timed. The first is the one the pipeline uses on
-    this device by default (``models.precision``): bf16 autocast (+ CUDA graph where asked) on
-    CUDA and on CPUs with bfloat16 hardware, fp32 on other CPUs. The others are reported beside it."""
+    """The configurations of ``models`` that are timed. The first is the one the pipeline uses
+    (``models.precision``: bf16 autocast on CUDA and on CPUs with bfloat16 hardware, fp32 on other
+    CPUs, unless GCN_AMP says otherwise); the others are reported beside it."""
     if device.type == "cuda":
-        return {"models (bf16 autocast)": {"amp": True},
-                "models (bf16 + CUDA graph)": {"amp": True, "cuda_graph": True},
-                "models (fp32)": {"amp": False}}
+        bf16 = {"models (bf16 autocast)": {"amp": True},
+                "models (bf16 + CUDA graph)": {"amp": True, "cuda_graph": True}}
+        fp32 = {"models (fp32)": {"amp": False}}
+        return {**bf16, **fp32} if precision.use_amp("cuda") else {**fp32, **bf16}
     fp32 = {"models (fp32)": {"amp": False}, "models (fp32, oneDNN only)": {"amp": False, "cpu_conv": "onednn"}}
     if precision.use_amp("cpu"):
         return {"models (bf16 autocast)": {"amp": True}, **fp32}
-    return {**fp32, "models (bf16 autocast, opt-in)": {"amp": True}}
+    bf16 = "models (bf16 autocast)" if precision.native_bf16() else "models (bf16 autocast, opt-in)"
+    return {**fp32, bf16: {"amp": True}}
 
 
 def _sampler(p, steps: int, flags: dict[str, Any]):
@@ -200,7 +202,7 @@ def run(device: torch.device, threads: list[int], quick: bool) -> dict[str, Any]
         torch.set_num_threads(n_threads)
         common.log(f"langevin: {n_threads} thread(s): matmul peak")
         peak = common.matmul_peak(device, repeats=5 if quick else 9)
-        if device.type == "cpu" and precision.use_amp("cpu"):
+        if device.type == "cpu" and precision.native_bf16():  # the hardware, whatever GCN_AMP says
             common.log(f"langevin: {n_threads} thread(s): bf16 matmul peak")
             peak["bf16"] = common.matmul_peak(device, repeats=5 if quick else 9, dtype=torch.bfloat16)
         entry: dict[str, Any] = {"threads": n_threads, "peak": peak, "cases": [], "learning": []}

@@ -64,29 +64,41 @@ def one(name: str, preset, amp: bool, seed: int, exemplar: torch.Tensor) -> dict
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.precision_quality", description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--seeds", type=int, default=6, help="how many seeds (at least 1)")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--recipes", default=",".join(recipes()), help="comma-separated: " + ", ".join(recipes()))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    names = [n.strip() for n in args.recipes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in recipes()]
+    if unknown or not names:
+        ap.error(f"unknown recipe(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(recipes())}")
+    if args.seeds < 1 or args.threads < 1:
+        ap.error("--seeds and --threads must be at least 1")
+    chosen = {n: recipes()[n] for n in names}
     torch.set_num_threads(args.threads)
-    exemplar = load_pixels([common.brick_crop(64)], 64)
-    runs = []
-    chosen = {k: v for k, v in recipes().items() if k in args.recipes.split(",")}
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for name, preset in chosen.items():
-            for amp in (False, True):  # alternating, so that a change of load hits both alike
-                r = one(name, preset, amp, seed, exemplar)
-                common.log(f"precision: {name} {r['precision']} seed {seed}: patch SWD {r['patch_swd']:.4f}, "
-                           f"diversity {r['diversity']:.1f}, {r['learn_s']:.1f} s")
-                runs.append(r)
-    os.environ.pop("GCN_AMP", None)
+    os.environ.pop("GCN_AMP", None)  # each run sets it; the machine's name must not carry an override
     device = torch.device("cpu")
-    out = Path(__file__).resolve().parent / "out" / f"precision-quality-{common.machine_tag(device)}-seeds{args.first_seed}-{args.first_seed + args.seeds - 1}.json"
-    common.write_json(out, {"machine": common.machine(device), "threads": args.threads, "runs": runs})
+    tag = common.machine_tag(device)
+    out = (Path(__file__).resolve().parent / "out" /
+           f"precision-quality-{tag}-seeds{args.first_seed}-{args.first_seed + args.seeds - 1}.json")
+    exemplar = load_pixels([common.brick_crop(64)], 64)
+    runs: list[dict[str, Any]] = []
+    try:
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for name, preset in chosen.items():
+                for amp in (False, True):  # alternating, so that a change of load hits both alike
+                    r = one(name, preset, amp, seed, exemplar)
+                    common.log(f"precision: {name} {r['precision']} seed {seed}: patch SWD {r['patch_swd']:.4f}, "
+                               f"diversity {r['diversity']:.1f}, {r['learn_s']:.1f} s")
+                    runs.append(r)
+                    # after every run: an interrupted comparison keeps what it measured
+                    common.write_json(out, {"machine": common.machine(device), "threads": args.threads, "runs": runs})
+    finally:
+        os.environ.pop("GCN_AMP", None)
     floor = runs[0]["floor_patch_swd"]
     print(f"\nbrick 64 px; real floor patch SWD {floor:.4f}; {args.threads} thread(s); {args.seeds} seeds; "
-          f"{common.machine(device)['cpu']} ({common.machine_tag(device)})\n")
+          f"{common.machine(device)['cpu']} ({tag})\n")
     print("| recipe | precision | patch SWD: mean (each seed) | x floor | diversity: mean | copy max NCC: mean "
           "| learning s: mean |")
     print("|---|---|---|---|---|---|---|")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from models import get_preset, precision
+from models import get_preset
 from models.metrics import evaluate, patch_swd
 from models.pipeline import make_learner
 from models.transforms import load_pixels, to_pixels
@@ -172,7 +172,7 @@ def run(device: torch.device, quick: bool, cap_s: float | None = None) -> dict[s
     n_levels = len(floor["patch_swd_levels"])
     out: dict[str, Any] = {"factor": FACTOR, "exemplar": "skimage.data.brick()[100:164, 100:164], gray -> RGB",
                            "floor": floor, "threads": torch.get_num_threads(), "recipes": {},
-                           "precision": "bf16 autocast" if precision.use_amp(device.type) else "fp32"}
+                           "precision": common.amp_label(device)}
     out["recipes"] = race(recipes(), device, cap, exemplar, floor, n_levels)
     common.log("quality: paired per-iteration costs")
     out["paired"] = paired_costs(out["recipes"], device, 5 if quick else 15)

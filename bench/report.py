@@ -78,7 +78,7 @@ def quality_tables(r: dict[str, Any]) -> list[str]:
     fl = r["floor"]
     out = [f"Exemplar: {r['exemplar']}; real floor patch SWD {fl['patch_swd']:.4f} (copy max NCC between the halves "
            f"{fl['copy_max_ncc']:.3f}); threshold {r['factor']} x floor; {r['threads']} thread(s)"
-           + (f"; the net in {r['precision']} (the pipeline's default here)" if "precision" in r else "") + ".", "",
+           + (f"; the net in {r['precision']}" if "precision" in r else "") + ".", "",
            "| recipe | reached | learning seconds: race / paired | iterations | patch SWD at stop | copy max NCC "
            "| diversity | what |",
            "|---|---|---|---|---|---|---|---|"]
@@ -140,7 +140,7 @@ def scaling_tables(r: dict[str, Any]) -> list[str]:
     keys = sorted({(p["preset"], p["size"], p["chains"]) for p in pts}, key=lambda k: (k[0], k[2], k[1]))
     out = [f"{r['threads']} thread(s); one subprocess per point; peak memory: growth of the resident set while "
            "sampling (CPU) or CUDA max allocated"
-           + (f"; models in {r['models_precision']} (the pipeline's default here)" if "models_precision" in r else "")
+           + (f"; models in {r['models_precision']}" if "models_precision" in r else "")
            + ".", "",
            "| preset | size px | chains | models s/step | reference s/step | x reference | models GFLOP/s "
            "| models peak MiB | reference peak MiB |",

@@ -32,12 +32,6 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _precision(device: torch.device) -> str:
-    from models import precision
-
-    return "bf16 autocast" if precision.use_amp(device.type) else "fp32"
-
-
 def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device: str, threads: int) -> dict[str, Any]:
     """One point, in this (fresh) process."""
     from models import GenerativeModel, get_preset
@@ -111,7 +105,7 @@ def run(device: torch.device, quick: bool, threads: int) -> dict[str, Any]:
                 continue
             points.append(json.loads(r.stdout.strip().splitlines()[-1]))
     return {"threads": threads, "points": points, "load_avg_after": common.load(),
-            "models_precision": _precision(device)}
+            "models_precision": common.amp_label(device)}
 
 
 def main() -> None:

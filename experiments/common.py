@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python experiments/figX.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from models import checkpoint  # noqa: E402
+from models import checkpoint, precision  # noqa: E402
 from models.metrics import evaluate  # noqa: E402
 from models.pipeline import pick_device, reconstruct_image, sample_images, synthesize, train  # noqa: E402
 from models.presets import Preset  # noqa: E402
@@ -83,6 +83,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "bf16_autocast": precision.use_amp(device.type),  # GCN_AMP and the hardware (models.precision)
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

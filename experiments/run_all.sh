@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export GCN_TORCH_THREADS=${GCN_TORCH_THREADS:-1}
+# float32, as the recorded runs (docs/experiments.md): on CPUs with bfloat16 hardware the
+# library would otherwise autocast the net (models.precision)
+export GCN_AMP=${GCN_AMP:-off}
 mkdir -p experiments/out
 log=experiments/out/run_all.log
 : > "$log"

@@ -4,7 +4,8 @@ Nothing here imports the service (app/, worker/): this package is a library and 
 behind the `gcn` command line.
 
 The names below are imported when first used (PEP 562), so that ``import models.presets`` or
-``models.images`` does not load torch: the API process uses those two and stays torch-free.
+``models.images`` does not load torch: the API process uses those (and ``models.precision``, for
+the ``GCN_AMP`` setting) and stays torch-free.
 (So no exported name may also be a submodule's: importing the submodule would replace it.)
 """
 

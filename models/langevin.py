@@ -37,7 +37,7 @@ class LangevinSampler:
     sigma: float = 1.0
     n_steps: int = 10
     noise: bool = True  # False: noise-free gradient steps (recovery)
-    amp: bool = False  # bfloat16 autocast for the net (CUDA; the CPU when asked); chains stay float32
+    amp: bool = False  # bfloat16 autocast for the net; chains stay float32 (pipeline: models.precision)
     # CUDA only: replay one captured step as a CUDA graph (ignored on the CPU, with a mask and
     # with labels for a net of several categories)
     cuda_graph: bool = False

@@ -193,7 +193,7 @@ class EnergyNet(nn.Module):
         int for one category for every image, the cheapest: only that category's top is
         computed; None: category 0).
 
-        ``amp`` runs the network under bfloat16 autocast (on CUDA; on the CPU too when asked); the
+        ``amp`` runs the network under bfloat16 autocast (the pipeline's choice: ``models.precision``); the
         returned gradient is cast back to the chains' dtype so that chain state stays in float32.
 
         df/dx is computed by an explicit top-down pass (the decoder of the auto-encoder view: the

@@ -7,7 +7,8 @@ reference loop on a 2-core Xeon with AMX, and under autocast 5-6.5x; on an AVX51
 autocast was 1.5-1.75x faster than float32; but on an AVX2-only EPYC, where bfloat16 is
 emulated, 15-17x *slower* (docs/benchmarks.md). PyTorch 2.13 has no public query for these
 instruction sets, so they are read from the kernel's list of CPU flags (Linux); elsewhere none
-is assumed.
+is assumed. The flags say what the CPU offers: a process that caps oneDNN's instruction set
+(``ONEDNN_MAX_CPU_ISA``) below it should set ``GCN_AMP=off`` too.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         description="CPU convolutions (models.cpu_conv): auto times NNPACK against oneDNN per shape; "
         "onednn for bitwise run-to-run reproducibility.",
     )
-    amp: str = Field(
+    amp: Literal["auto", "on", "off"] = Field(
         "auto",
         description="bfloat16 autocast for the net (chains stay float32): auto (CUDA, and CPUs with AMX or "
         "AVX512-BF16), on, or off (float32 everywhere).",

@@ -1,5 +1,5 @@
 """The API process never loads torch: it checks uploads, masks and presets with torch-free
-modules (models.images, models.presets), so it starts in half the time and about a third of the
+modules (models.images, models.presets; models.precision for settings), so it starts in half the time and about a third of the
 memory of a process that loads torch (docs/deploy.md)."""
 
 from __future__ import annotations
