@@ -67,6 +67,25 @@ class NotFound(Problem):
         super().__init__(404, f"no {what} with id {ident!r}", type="/problems/not-found")
 
 
+class Gone(Problem):
+    """A job, model or dataset that expired (GCN_RESULT_TTL / GCN_UPLOAD_TTL) and was removed."""
+
+    def __init__(self, what: str, ident: str, removed_at):
+        when = removed_at.isoformat().replace("+00:00", "Z")
+        super().__init__(410, f"the {what} {ident!r} expired and was removed at {when}", type="/problems/gone",
+                         removed_at=when)
+
+
+def missing(store, principal, what: str, ident: str) -> Problem:
+    """The answer for a ``what`` (job, model, dataset) that this principal cannot see: 410 if it
+    was theirs and expired (cleanup's tombstone), else 404 (never existed, or another key's: an
+    expiry reveals no more than the row did)."""
+    t = store.tombstone(what, ident)
+    if t is not None and principal.owns(t.api_key_id):
+        return Gone(what, ident, t.removed_at)
+    return NotFound(what, ident)
+
+
 class NotReady(Problem):
     """A result asked for before it exists: 409 with the job's status."""
 

@@ -7,11 +7,14 @@ row whose files are gone):
 - finished jobs older than ``GCN_RESULT_TTL`` seconds (row, result PNGs, preview, input image) and
   models older than that (row and weights) unless a queued or running job still needs the model;
 - datasets older than ``GCN_UPLOAD_TTL`` seconds, unless a queued or running job still needs them;
-- ``Idempotency-Key`` records older than ``GCN_IDEMPOTENCY_TTL``;
+- ``Idempotency-Key`` records older than ``GCN_IDEMPOTENCY_TTL``, and tombstones older than
+  ``GCN_TOMBSTONE_TTL``;
 - folders under ``datasets/``, ``models/``, ``jobs/`` that no row names and temporary files left by
   a killed writer, once they are an hour old (an upload writes its files just before its row).
 
-A TTL of 0 keeps things forever. Afterwards the API answers 404 for what was removed.
+A TTL of 0 keeps things forever. Each expired job, model and dataset leaves a tombstone (its id,
+kind and owner's key, written in the transaction that deletes its row), so the API answers its
+owner 410 Gone, with when, rather than 404 (another key still gets 404: nothing is revealed).
 ``DataUsage`` measures the data folder for ``GCN_MAX_DATA_BYTES`` (uploads past it are refused).
 """
 
@@ -29,7 +32,7 @@ from typing import Optional
 from sqlalchemy import delete, select
 
 from .artifacts import LocalArtifactStore, keys
-from .db import Database, Dataset, IdempotencyRecord, Job, TrainedModel, utcnow
+from .db import Database, Dataset, IdempotencyRecord, Job, Tombstone, TrainedModel, utcnow
 from .jobs import TERMINAL, JobStatus, is_id
 from .settings import Settings
 
@@ -45,12 +48,14 @@ class CleanupReport:
     models: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     idempotency_keys: int = 0
+    tombstones_pruned: int = 0
     orphans: list[str] = field(default_factory=list)
     bytes_freed: int = 0
 
     def summary(self) -> str:
         return (f"{len(self.jobs)} job(s), {len(self.models)} model(s), {len(self.datasets)} dataset(s), "
-                f"{self.idempotency_keys} idempotency record(s), {len(self.orphans)} leftover file(s)/folder(s); "
+                f"{self.idempotency_keys} idempotency record(s), {self.tombstones_pruned} old tombstone(s), "
+                f"{len(self.orphans)} leftover file(s)/folder(s); "
                 f"{self.bytes_freed} bytes freed")
 
 
@@ -88,10 +93,8 @@ def cleanup(settings: Settings, db: Database, artifacts: LocalArtifactStore, *, 
             report.jobs, report.models = jobs, models
             doomed += [keys.job(j) for j in jobs] + [keys.model(m) for m in models]
             if not dry_run:
-                for chunk in _chunks(jobs):
-                    s.execute(delete(Job).where(Job.id.in_(chunk)))
-                for chunk in _chunks(models):
-                    s.execute(delete(TrainedModel).where(TrainedModel.id.in_(chunk)))
+                _remove(s, Job, "job", jobs, now)
+                _remove(s, TrainedModel, "model", models, now)
 
         if settings.upload_ttl > 0:
             cutoff = now - timedelta(seconds=settings.upload_ttl)
@@ -100,8 +103,7 @@ def cleanup(settings: Settings, db: Database, artifacts: LocalArtifactStore, *, 
             report.datasets = datasets
             doomed += [keys.dataset(d) for d in datasets]
             if not dry_run:
-                for chunk in _chunks(datasets):
-                    s.execute(delete(Dataset).where(Dataset.id.in_(chunk)))
+                _remove(s, Dataset, "dataset", datasets, now)
 
         cutoff = now - timedelta(seconds=settings.idempotency_ttl)
         if dry_run:
@@ -110,6 +112,12 @@ def cleanup(settings: Settings, db: Database, artifacts: LocalArtifactStore, *, 
         else:
             report.idempotency_keys = s.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)).rowcount or 0
+        if settings.tombstone_ttl > 0:
+            old = Tombstone.removed_at < now - timedelta(seconds=settings.tombstone_ttl)
+            if dry_run:
+                report.tombstones_pruned = len(list(s.scalars(select(Tombstone.id).where(old))))
+            else:
+                report.tombstones_pruned = s.execute(delete(Tombstone).where(old)).rowcount or 0
         if not dry_run:
             s.commit()
 
@@ -124,6 +132,15 @@ def cleanup(settings: Settings, db: Database, artifacts: LocalArtifactStore, *, 
     if not dry_run and (report.jobs or report.models or report.datasets or report.orphans):
         log.info("cleanup: removed %s", report.summary())
     return report
+
+
+def _remove(s, table, kind: str, ids: list[str], now) -> None:
+    """Delete these rows and leave a tombstone for each row this transaction really deleted (two
+    workers cleaning at once: the second deletes nothing, so it writes no duplicate tombstone)."""
+    for chunk in _chunks(ids):
+        gone = s.execute(delete(table).where(table.id.in_(chunk)).returning(table.id, table.api_key_id)).all()
+        if gone:
+            s.add_all(Tombstone(kind=kind, id=i, api_key_id=key, removed_at=now) for i, key in gone)
 
 
 def _chunks(ids: list[str], size: int = 500):

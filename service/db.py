@@ -204,6 +204,18 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+class Tombstone(Base):
+    """A job, model or dataset that cleanup removed when it expired, kept so that the API answers
+    its owner 410 Gone (and when) instead of 404 (pruned after ``GCN_TOMBSTONE_TTL``)."""
+
+    __tablename__ = "gcn_tombstones"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # job | model | dataset
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    api_key_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)  # its owner's, as on its row
+    removed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 def _sqlite_pragmas(dbapi_connection, _record, busy_ms: int = 30000) -> None:
     # WAL lets the API read while a worker writes; busy_timeout waits out short write locks.
     cur = dbapi_connection.cursor()

@@ -35,7 +35,8 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .db import ApiKey, Base, Database, Dataset, Job, TrainedModel, WebhookDelivery, is_disconnect, utcnow
+from .db import (ApiKey, Base, Database, Dataset, Job, Tombstone, TrainedModel, WebhookDelivery, is_disconnect,
+                 utcnow)
 
 
 class JobStatus(str, Enum):
@@ -266,6 +267,13 @@ class JobStore:
             return None
         with self.db.session() as s:
             return s.get(TrainedModel, model_id)
+
+    def tombstone(self, kind: str, ident: str) -> Optional[Tombstone]:
+        """What cleanup left of an expired job / model / dataset (``kind``), or None."""
+        if not is_id(ident):
+            return None
+        with self.db.session() as s:
+            return s.get(Tombstone, (kind, ident))
 
     def models(self, *, limit: int = 20, cursor: Optional[str] = None,
                api_key_id: Optional[str] = None) -> tuple[list[TrainedModel], Optional[str]]:

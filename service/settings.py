@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         0, ge=0, description="Finished jobs (rows and result files) and models expire this many seconds after; 0: never.",
     )
     upload_ttl: float = Field(0, ge=0, description="Datasets expire this many seconds after upload; 0: never.")
+    tombstone_ttl: float = Field(
+        30 * 24 * 3600.0, ge=0,
+        description="After cleanup removes an expired job, model or dataset, its owner gets 410 Gone for it (not 404) "
+                    "for this many seconds; 0: forever.",
+    )
     max_data_bytes: int = Field(
         0, ge=0, description="Quota on the data folder; new uploads past it are refused (507). 0: no quota.",
     )

@@ -15,7 +15,7 @@ from service.jobs import new_id
 
 from ..deps import ServicesDep
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
-from ..problems import NotFound, Problem, responses
+from ..problems import NotFound, Problem, missing, responses
 from ..schemas import DatasetOut
 from ..security import PrincipalDep
 
@@ -54,7 +54,9 @@ def check_quota(services, incoming: int) -> None:
 
 def visible_dataset(services, principal: Principal, dataset_id: str) -> Dataset:
     d = services.store.dataset(dataset_id)
-    if d is None or not principal.owns(d.api_key_id):
+    if d is None:
+        raise missing(services.store, principal, "dataset", dataset_id)
+    if not principal.owns(d.api_key_id):
         raise NotFound("dataset", dataset_id)
     return d
 
@@ -102,13 +104,13 @@ def create_dataset(
         return idem.respond(201, DatasetOut.of(dataset))
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, responses=responses(401, 404))
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=responses(401, 404, 410))
 def get_dataset(dataset_id: str, services: ServicesDep, principal: PrincipalDep) -> DatasetOut:
     return DatasetOut.of(visible_dataset(services, principal, dataset_id))
 
 
 @router.get("/{dataset_id}/images/{k}.png", response_class=FileResponse,
-            responses={200: PNG, **responses(401, 404)})
+            responses={200: PNG, **responses(401, 404, 410)})
 def get_dataset_image(dataset_id: str, k: Annotated[int, Path(ge=0, le=10_000)], services: ServicesDep,
                       principal: PrincipalDep):
     d = visible_dataset(services, principal, dataset_id)

@@ -37,7 +37,7 @@ def preset_of(m) -> Preset:
 
 
 @router.post("/{model_id}/inpaintings", status_code=202, response_model=JobOut,
-             responses=job_responses(401, 404, 409, 413, 415, 422, 503, 507),
+             responses=job_responses(401, 404, 409, 410, 413, 415, 422, 503, 507),
              summary="Recover missing pixels of an image (starts a job)")
 def create_inpainting(
     model_id: str,

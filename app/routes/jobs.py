@@ -16,7 +16,7 @@ from service.db import Job
 from service.jobs import TERMINAL, BadCursor, JobKind, JobStatus, JobStore
 
 from ..deps import Artifacts, SettingsDep, Store
-from ..problems import NotFound, NotReady, Problem, responses
+from ..problems import NotFound, NotReady, Problem, missing, responses
 from ..schemas import JobOut, JobPage
 from ..security import PrincipalDep
 
@@ -38,9 +38,12 @@ async def read_job(store: JobStore, job_id: str) -> Optional[Job]:
 
 
 async def existing_job(job_id: str, store: Store, principal: PrincipalDep) -> Job:
-    """The job, or 404 when there is none or it belongs to another API key."""
+    """The job, or 404 when there is none or it belongs to another API key (410 when it was the
+    caller's and expired)."""
     job = await read_job(store, job_id)
-    if job is None or not principal.owns(job.api_key_id):
+    if job is None:
+        raise await anyio.to_thread.run_sync(missing, store, principal, "job", job_id)
+    if not principal.owns(job.api_key_id):
         raise NotFound("job", job_id)
     return job
 
@@ -68,13 +71,13 @@ def list_jobs(
     return JobPage(items=[JobOut.of(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=responses(401, 404))
+@router.get("/{job_id}", response_model=JobOut, responses=responses(401, 404, 410))
 async def get_job(job: JobDep) -> JobOut:
     # async: the document is built on the event loop; the read is read_job's (no thread on SQLite)
     return JobOut.of(job)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=responses(401, 404))
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=responses(401, 404, 410))
 async def job_events(job: JobDep, store: Store, settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
     """The job as server-sent events: an ``event: job`` with the same body as GET /v1/jobs/{id}
     whenever it changes (progress is written at most once a second), then ``event: end`` when
@@ -93,7 +96,7 @@ async def job_events(job: JobDep, store: Store, settings: SettingsDep) -> AsyncI
         current = await read_job(store, current.id)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, responses={202: {"model": JobOut}, **responses(401, 404)})
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={202: {"model": JobOut}, **responses(401, 404, 410)})
 def cancel_job(job: JobDep, store: Store, response: Response) -> JobOut:
     """Idempotent. A queued job is canceled at once (200); a running one is asked to stop (202)
     and ends ``canceled`` within seconds; a finished job is returned unchanged (200)."""
@@ -111,21 +114,21 @@ def _result_file(job: Job, key: str, artifacts) -> FileResponse:
     return FileResponse(artifacts.path(key), media_type="image/png")
 
 
-@router.get("/{job_id}/images/{k}.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409)})
+@router.get("/{job_id}/images/{k}.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409, 410)})
 def get_job_image(job: JobDep, k: Annotated[int, Path(ge=0, le=10_000)], artifacts: Artifacts):
     if job.kind == JobKind.learn.value:
         raise Problem(404, "learning jobs have no images; see preview.png or the model", type="/problems/not-found")
     return _result_file(job, keys.job_image(job.id, k), artifacts)
 
 
-@router.get("/{job_id}/grid.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409)})
+@router.get("/{job_id}/grid.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409, 410)})
 def get_job_grid(job: JobDep, artifacts: Artifacts):
     if job.kind == JobKind.learn.value:
         raise Problem(404, "learning jobs have no grid; see preview.png or the model", type="/problems/not-found")
     return _result_file(job, keys.job_grid(job.id), artifacts)
 
 
-@router.get("/{job_id}/preview.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409)})
+@router.get("/{job_id}/preview.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409, 410)})
 def get_job_preview(job: JobDep, artifacts: Artifacts):
     """The latest synthesis of a learning job (updated while it learns)."""
     if job.kind != JobKind.learn.value:

@@ -20,7 +20,7 @@ from service.webhooks import MAX_URL, BadWebhook, admit
 
 from ..deps import ServicesDep
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
-from ..problems import NotFound, NotReady, Problem, invalid, responses
+from ..problems import NotFound, NotReady, Problem, invalid, missing, responses
 from ..schemas import JobOut, ModelCreate, ModelOut, ModelPage, SampleCreate, WebhookIn
 from ..security import PrincipalDep
 from .datasets import check_quota, read_bytes, upload_problem, visible_dataset
@@ -49,17 +49,21 @@ def too_many(e: TooManyJobs) -> Problem:
 
 
 def ready_model(services, principal: Principal, model_id: str) -> TrainedModel:
-    """The model, or 404 (never existed, or another key's) / 409 (its learning job has not succeeded)."""
+    """The model, or 404 (never existed, or another key's) / 409 (its learning job has not succeeded)
+    / 410 (the caller's, expired)."""
     store = services.store
     m = store.model(model_id)
     if m is not None:
         if not principal.owns(m.api_key_id):
             raise NotFound("model", model_id)
         return m
+    problem = missing(store, principal, "model", model_id)
+    if problem.status == 410:  # expired, whatever its learning job's row still says
+        raise problem
     job = store.learn_job_for_model(model_id)
     if job is not None and principal.owns(job.api_key_id):
         raise NotReady(job.id, job.status, f"model {model_id} is not ready: its learning job {job.id} is {job.status}")
-    raise NotFound("model", model_id)
+    raise problem
 
 
 # The webhook of a multipart request (JSON bodies carry a ``webhook`` object instead).
@@ -144,10 +148,7 @@ def learning_datasets(services, principal: Principal, body: ModelCreate) -> list
         if body.dataset_id is None:
             raise invalid("dataset_id", "required: the dataset to learn from (or categories: several datasets, "
                                         "one per category)")
-        dataset = services.store.dataset(body.dataset_id)
-        if dataset is None or not principal.owns(dataset.api_key_id):
-            raise invalid("dataset_id", f"no dataset with id {body.dataset_id!r}")
-        return [dataset]
+        return [_dataset_field(services, principal, body.dataset_id, "dataset_id")]
     if body.dataset_id is not None:
         raise invalid("categories", "give either dataset_id (one category) or categories (several), not both")
     seen: dict[str, int] = {}
@@ -157,11 +158,19 @@ def learning_datasets(services, principal: Principal, body: ModelCreate) -> list
             raise invalid(f"categories.{k}.name", f"{c.name!r} is already the name of category {seen[c.name]}; "
                                                   f"category names must be unique")
         seen[c.name] = k
-        dataset = services.store.dataset(c.dataset_id)
-        if dataset is None or not principal.owns(dataset.api_key_id):
-            raise invalid(f"categories.{k}.dataset_id", f"no dataset with id {c.dataset_id!r}")
-        out.append(dataset)
+        out.append(_dataset_field(services, principal, c.dataset_id, f"categories.{k}.dataset_id"))
     return out
+
+
+def _dataset_field(services, principal: Principal, dataset_id: str, field: str) -> Dataset:
+    """The dataset a request body names, or 422 on that field (saying so when it expired)."""
+    dataset = services.store.dataset(dataset_id)
+    if dataset is not None and principal.owns(dataset.api_key_id):
+        return dataset
+    problem = missing(services.store, principal, "dataset", dataset_id) if dataset is None else None
+    if problem is not None and problem.status == 410:
+        raise invalid(field, problem.detail)
+    raise invalid(field, f"no dataset with id {dataset_id!r}")
 
 
 def with_categories(name: str, overrides: dict, k: int):
@@ -190,12 +199,12 @@ def list_models(services: ServicesDep, principal: PrincipalDep, limit: Annotated
     return ModelPage(items=[ModelOut.of(m) for m in rows], next_cursor=next_cursor)
 
 
-@router.get("/{model_id}", response_model=ModelOut, responses=responses(401, 404, 409))
+@router.get("/{model_id}", response_model=ModelOut, responses=responses(401, 404, 409, 410))
 def get_model(model_id: str, services: ServicesDep, principal: PrincipalDep) -> ModelOut:
     return ModelOut.of(ready_model(services, principal, model_id))
 
 
-@router.delete("/{model_id}", status_code=204, responses=responses(401, 404, 409))
+@router.delete("/{model_id}", status_code=204, responses=responses(401, 404, 409, 410))
 def delete_model(model_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
     m = ready_model(services, principal, model_id)
     services.store.delete_model(m.id)
@@ -205,7 +214,7 @@ def delete_model(model_id: str, services: ServicesDep, principal: PrincipalDep) 
 
 @router.get("/{model_id}/weights", response_class=FileResponse, responses={
     200: {"content": {"application/octet-stream": {}}, "description": "The safetensors checkpoint."},
-    **responses(401, 404, 409)})
+    **responses(401, 404, 409, 410)})
 def get_weights(model_id: str, services: ServicesDep, principal: PrincipalDep):
     m = ready_model(services, principal, model_id)
     path = services.artifacts.path(keys.model_weights(m.id))
@@ -215,7 +224,7 @@ def get_weights(model_id: str, services: ServicesDep, principal: PrincipalDep):
 
 
 @router.post("/{model_id}/samples", status_code=202, response_model=JobOut,
-             responses=job_responses(401, 404, 409, 422, 503),
+             responses=job_responses(401, 404, 409, 410, 422, 503),
              summary="Synthesize new images (starts a job)")
 def create_samples(model_id: str, body: SampleCreate, services: ServicesDep, principal: PrincipalDep,
                    idempotency_key: IdempotencyKey = None):
@@ -269,7 +278,7 @@ def sample_category(m: TrainedModel, category, *, form: bool = False) -> str:
 
 
 @router.post("/{model_id}/reconstructions", status_code=202, response_model=JobOut,
-             responses=job_responses(401, 404, 409, 413, 415, 422, 503, 507),
+             responses=job_responses(401, 404, 409, 410, 413, 415, 422, 503, 507),
              summary="Encode and decode an image with the model (starts a job)")
 def create_reconstruction(
     model_id: str,

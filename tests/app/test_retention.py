@@ -1,5 +1,5 @@
 """After results and uploads expire (GCN_RESULT_TTL / GCN_UPLOAD_TTL) and cleanup runs, the API
-answers 404 for them."""
+answers their owner 410 Gone for them (with when), and anyone else 404 as before."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from service.db import Dataset, Job, utcnow
 from service.settings import Settings
 
 
-def test_expired_results_and_uploads_answer_404(tmp_path, brick64):
+def test_expired_results_and_uploads_answer_410(tmp_path, brick64):
     settings = Settings(data_dir=tmp_path, auth="off", result_ttl=3600, upload_ttl=3600)
     buf = io.BytesIO()
     brick64.save(buf, format="PNG")
@@ -38,5 +38,48 @@ def test_expired_results_and_uploads_answer_404(tmp_path, brick64):
         for url in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/preview.png", f"/v1/datasets/{d['id']}",
                     f"/v1/datasets/{d['id']}/images/0.png"):
             r = c.get(url)
-            assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json"), url
+            assert r.status_code == 410 and r.headers["content-type"].startswith("application/problem+json"), url
+            body = r.json()
+            assert body["type"] == "/problems/gone" and "expired and was removed at" in body["detail"]
+            assert body["removed_at"].endswith("Z"), body
+        assert c.get(f"/v1/jobs/{'0' * 32}").status_code == 404  # never existed: still 404
         assert c.get("/v1/jobs").json()["items"] == []
+        r = c.post("/v1/models", json={"dataset_id": d["id"]})
+        assert r.status_code == 422 and "expired and was removed at" in r.text
+
+
+def test_only_the_owner_learns_that_something_expired(keyed_client, keys, brick64):
+    """Key a's expired dataset, model and job: 410 for a (and the admin), 404 for key b, exactly
+    as b got before they expired; a sampling request on the expired model is 410 too."""
+    from service.db import TrainedModel
+    from service.jobs import new_id
+
+    c, services = keyed_client, keyed_client.app.state.services
+    a, b, admin = ({"Authorization": f"Bearer {keys[k]}"} for k in ("a", "b", "admin"))
+    buf = io.BytesIO()
+    brick64.save(buf, format="PNG")
+    d = c.post("/v1/datasets", files=[("images", ("b.png", buf.getvalue(), "image/png"))], data={"kind": "texture"},
+               headers=a).json()
+    m = TrainedModel(id=new_id(), dataset_id=d["id"], job_id=new_id(), preset="texture-fast", kind="texture",
+                     learner="short_run", image_size=32, chain_size=None, iterations=1, config={"sample_steps": 40},
+                     curve=[], api_key_id=keys["a_id"])
+    services.store.add(m)
+    job = c.post(f"/v1/models/{m.id}/samples", json={"n": 1}, headers=a).json()
+    c.post(f"/v1/jobs/{job['id']}/cancel", headers=a)
+    urls = (f"/v1/jobs/{job['id']}", f"/v1/datasets/{d['id']}", f"/v1/models/{m.id}", f"/v1/models/{m.id}/weights")
+    assert [c.get(u, headers=b).status_code for u in urls] == [404] * 4
+    old = utcnow() - timedelta(hours=2)
+    with services.db.session() as s:
+        s.execute(update(Job).where(Job.id == job["id"]).values(finished_at=old))
+        s.execute(update(Dataset).where(Dataset.id == d["id"]).values(created_at=old))
+        s.execute(update(TrainedModel).where(TrainedModel.id == m.id).values(created_at=old))
+        s.commit()
+    settings = services.settings.model_copy(update={"result_ttl": 3600, "upload_ttl": 3600})
+    report = cleanup(settings, services.db, services.artifacts)
+    assert report.jobs == [job["id"]] and report.models == [m.id] and report.datasets == [d["id"]]
+    assert [c.get(u, headers=a).status_code for u in urls] == [410] * 4
+    assert [c.get(u, headers=admin).status_code for u in urls] == [410] * 4
+    assert [c.get(u, headers=b).status_code for u in urls] == [404] * 4
+    r = c.post(f"/v1/models/{m.id}/samples", json={"n": 1}, headers=a)
+    assert r.status_code == 410 and r.json()["type"] == "/problems/gone"
+    assert c.post(f"/v1/models/{m.id}/samples", json={"n": 1}, headers=b).status_code == 404

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from service.artifacts import LocalArtifactStore, keys
 from service.cleanup import DataUsage, cleanup
-from service.db import Dataset, IdempotencyRecord, Job, TrainedModel, utcnow
+from service.db import Dataset, IdempotencyRecord, Job, Tombstone, TrainedModel, utcnow
 from service.jobs import JobKind, JobStatus, new_id
 from service.settings import Settings
 
@@ -39,8 +39,9 @@ def model(store, days=2.0):
     return m
 
 
-def dataset(store, days=2.0):
-    d = Dataset(id=new_id(), kind="texture", image_count=1, sizes=[[8, 8]], created_at=utcnow() - timedelta(days=days))
+def dataset(store, days=2.0, api_key_id=None):
+    d = Dataset(id=new_id(), kind="texture", image_count=1, sizes=[[8, 8]], api_key_id=api_key_id,
+                created_at=utcnow() - timedelta(days=days))
     store.add(d)
     return d
 
@@ -134,3 +135,30 @@ def test_every_dataset_of_an_active_learning_job_of_several_categories_stays(sto
     report = cleanup(settings, store.db, artifacts)
     assert report.datasets == [unused.id]
     assert store.dataset(first.id) is not None and store.dataset(second.id) is not None
+
+
+def test_expired_rows_leave_tombstones_with_their_owner_until_the_tombstone_ttl(store, tmp_path):
+    """What the API's 410 Gone rests on: one tombstone per removed row, with its kind and owner's
+    key; none for a dry run, none twice, none for what stays; pruned after GCN_TOMBSTONE_TTL."""
+    artifacts = LocalArtifactStore(tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", result_ttl=DAY, upload_ttl=DAY, tombstone_ttl=7 * DAY)
+    job, kept = finished(store, api_key_id="k1"), finished(store, days=0.1)
+    old_model, old_data = model(store), dataset(store, api_key_id="k2")
+
+    cleanup(settings, store.db, artifacts, dry_run=True)
+    assert store.tombstone("job", job.id) is None
+    cleanup(settings, store.db, artifacts)
+    t = store.tombstone("job", job.id)
+    assert t is not None and t.api_key_id == "k1" and abs((utcnow() - t.removed_at).total_seconds()) < 60
+    assert store.tombstone("model", old_model.id).api_key_id is None
+    assert store.tombstone("dataset", old_data.id).api_key_id == "k2"
+    assert store.tombstone("model", job.id) is None and store.tombstone("job", kept.id) is None  # kind and id
+    assert cleanup(settings, store.db, artifacts).tombstones_pruned == 0  # a second pass: nothing new, no clash
+    with store.db.session() as s:
+        assert s.query(Tombstone).count() == 3
+        s.execute(update(Tombstone).where(Tombstone.id != old_data.id).values(removed_at=utcnow() - timedelta(days=8)))
+        s.commit()
+    forever = Settings(data_dir=tmp_path / "data", result_ttl=DAY, upload_ttl=DAY, tombstone_ttl=0)
+    assert cleanup(forever, store.db, artifacts).tombstones_pruned == 0
+    assert cleanup(settings, store.db, artifacts).tombstones_pruned == 2
+    assert store.tombstone("job", job.id) is None and store.tombstone("dataset", old_data.id) is not None
