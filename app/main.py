@@ -28,7 +28,7 @@ from . import problems
 from .deps import Services
 from .metrics import Metrics, MetricsMiddleware
 from .routes import datasets, health, inpaintings, jobs, models, page, webhooks
-from .security import AuthMiddleware
+from .security import AuthMiddleware, FailedAuthLimiter
 
 log = logging.getLogger("gcn.api")
 
@@ -124,7 +124,8 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[str] = Non
     for module in (datasets, models, inpaintings, jobs, webhooks, health, page):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
-    app.add_middleware(AuthMiddleware, keys=services.keys, required=auth_required)
+    app.add_middleware(AuthMiddleware, keys=services.keys, required=auth_required,
+                       limiter=FailedAuthLimiter(settings.auth_failure_limit))
     app.add_middleware(UploadLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     _problem_schemas_in_openapi(app)
@@ -149,6 +150,9 @@ def _problem_schemas_in_openapi(app: FastAPI) -> None:
                 if "requestBody" in op:  # any body: unparseable (400) or over GCN_MAX_REQUEST_BYTES (413)
                     for status in ("400", "413"):
                         op["responses"].setdefault(status, {"description": problems.TITLES[int(status)]})
+                if any("ApiKey" in requirement for requirement in op.get("security", [])):
+                    # an address past GCN_AUTH_FAILURE_LIMIT invalid keys a minute (app/security.py)
+                    op["responses"].setdefault("429", {"description": problems.TITLES[429]})
                 for status, resp in op.get("responses", {}).items():
                     if status.startswith(("4", "5")):  # FastAPI's default 422 included: ours is problem+json
                         resp["content"] = dict(problem)

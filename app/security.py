@@ -6,11 +6,19 @@ required, a request without a valid, unrevoked key is answered 401 (problem+json
 nothing. The principal it finds is left in ``request.state.principal``; routes get it through
 ``PrincipalDep`` (which also documents the bearer scheme in the OpenAPI document). With keys off
 the principal is ``ANONYMOUS``: one user who sees everything (a laptop's ``gcn serve``).
+
+Each invalid key costs a database lookup, so ``FailedAuthLimiter`` counts them per client
+address: past ``GCN_AUTH_FAILURE_LIMIT`` in a minute, that address's requests that carry a key are
+answered 429 (with ``Retry-After``) without a lookup until the oldest failure is a minute old.
+Behind a reverse proxy every client has the proxy's address: raise the limit there, or set 0.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import math
+import time
+from collections import OrderedDict, deque
+from typing import Annotated, Callable, Optional
 
 import anyio
 from fastapi import Depends, Request, Security
@@ -41,11 +49,46 @@ def unauthorized(detail: str, invalid: bool):
                                      headers={"WWW-Authenticate": header})
 
 
+class FailedAuthLimiter:
+    """Invalid API keys per client address in a sliding ``window`` (seconds); ``limit`` 0: none.
+    Remembers at most ``max_addresses`` addresses (the least recently failing are forgotten)."""
+
+    def __init__(self, limit: int, window: float = 60.0, max_addresses: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.max_addresses, self.clock = limit, window, max_addresses, clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, address: str) -> Optional[int]:
+        """Seconds until this address may try a key again, or None when it may now."""
+        if not self.limit:
+            return None
+        times = self._failures.get(address)
+        if times is None:
+            return None
+        now = self.clock()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return None
+        return max(1, math.ceil(times[0] + self.window - now)) if len(times) >= self.limit else None
+
+    def failed(self, address: str) -> None:
+        if not self.limit:
+            return
+        times = self._failures.pop(address, None) or deque(maxlen=self.limit)
+        times.append(self.clock())
+        self._failures[address] = times  # most recent last
+        while len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
+
+
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, keys: KeyStore, required: bool):
+    def __init__(self, app: ASGIApp, keys: KeyStore, required: bool, limiter: Optional[FailedAuthLimiter] = None):
         self.app = app
         self.keys = keys
         self.required = required
+        self.limiter = limiter or FailedAuthLimiter(0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not guarded(scope.get("path", "")):
@@ -64,6 +107,14 @@ class AuthMiddleware:
                           else "the Authorization header must be Bearer <key>")
                 await unauthorized(detail, invalid=header is not None)(scope, receive, send)
                 return
+            address = (scope.get("client") or ("unknown", 0))[0]
+            wait = self.limiter.retry_after(address)
+            if wait is not None:
+                response = problems.problem_response(
+                    429, problems.TITLES[429], f"too many requests with an invalid API key from this address; "
+                    f"try again in {wait} s", "/problems/too-many-auth-failures", headers={"Retry-After": str(wait)})
+                await response(scope, receive, send)
+                return
             try:
                 principal = await anyio.to_thread.run_sync(self.keys.authenticate, token)
             except Exception:
@@ -72,6 +123,7 @@ class AuthMiddleware:
                 await response(scope, receive, send)
                 return
             if principal is None:
+                self.limiter.failed(address)
                 await unauthorized("this API key is not valid (unknown or revoked)", invalid=True)(scope, receive, send)
                 return
         scope.setdefault("state", {})["principal"] = principal

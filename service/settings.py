@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         "auto",
         description="API keys: required, off, or auto (required unless `gcn serve` binds a loopback address).",
     )
+    auth_failure_limit: int = Field(
+        30, ge=0,
+        description="Requests with an invalid API key per client address per minute (per API process); past it, "
+                    "that address's requests with a key get 429 until a minute after the oldest. 0: no limit.",
+    )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Per uploaded file; larger is 413.")
     max_request_bytes: int = Field(
         100 * 1024 * 1024, ge=4096, description="Per request body (all files of an upload together); larger is 413.",

@@ -66,9 +66,10 @@ def make_model(services, dataset):
 # ---- API keys ------------------------------------------------------------------------------
 @pytest.fixture
 def keyed_settings(tmp_path) -> Settings:
-    """Keys required (as on any non-loopback address), small limits so that tests reach them."""
+    """Keys required (as on any non-loopback address), small limits so that tests reach them; no
+    limit on invalid keys (these tests send many; test_access checks the limit itself)."""
     return Settings(data_dir=tmp_path, max_upload_bytes=64 * 1024, max_dataset_images=4, auth="required",
-                    max_request_bytes=1024 * 1024, max_queued_jobs=3)
+                    max_request_bytes=1024 * 1024, max_queued_jobs=3, auth_failure_limit=0)
 
 
 @pytest.fixture

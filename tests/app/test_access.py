@@ -192,3 +192,56 @@ def test_keys_off_on_loopback_only(tmp_path):
         assert_401(c.get("/v1/jobs"), invalid=False)
     with TestClient(create_app(Settings(data_dir=tmp_path), host="127.0.0.1")) as c:
         assert c.get("/v1/jobs").status_code == 200
+
+
+def test_failed_auth_limiter_counts_per_address_in_a_sliding_window():
+    from app.security import FailedAuthLimiter
+
+    now = [1000.0]
+    limiter = FailedAuthLimiter(3, window=60, max_addresses=2, clock=lambda: now[0])
+    for _ in range(2):
+        limiter.failed("1.2.3.4")
+        now[0] += 10
+    assert limiter.retry_after("1.2.3.4") is None  # 2 of 3
+    limiter.failed("1.2.3.4")
+    assert limiter.retry_after("1.2.3.4") == 40  # the first failure (t=1000) ages out at t=1060
+    assert limiter.retry_after("5.6.7.8") is None
+    now[0] += 41
+    assert limiter.retry_after("1.2.3.4") is None  # a sliding window: one failure aged out
+    limiter.failed("5.6.7.8")
+    limiter.failed("9.9.9.9")  # a third address: the least recently failing one is forgotten
+    assert list(limiter._failures) == ["5.6.7.8", "9.9.9.9"]
+    off = FailedAuthLimiter(0)
+    for _ in range(100):
+        off.failed("1.2.3.4")
+    assert off.retry_after("1.2.3.4") is None
+
+
+def test_an_address_that_keeps_sending_invalid_keys_gets_429_without_a_lookup(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from service.auth import KeyStore
+    from service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, auth="required", auth_failure_limit=3)
+    with TestClient(create_app(settings)) as c:
+        good = KeyStore(c.app.state.services.db).create(name="good").token
+        assert c.get("/v1/jobs", headers=bearer(good)).status_code == 200
+        for _ in range(3):
+            assert_401(c.get("/v1/jobs", headers=bearer("gcn_wrong")), invalid=True)
+        lookups = []
+        keys = c.app.state.services.keys
+        real = keys.authenticate
+        keys.authenticate = lambda token: lookups.append(token) or real(token)
+        try:
+            r = c.get("/v1/jobs", headers=bearer("gcn_wrong"))
+            assert r.status_code == 429 and r.headers["content-type"].startswith(PROBLEM)
+            assert 1 <= int(r.headers["retry-after"]) <= 60 and r.json()["type"] == "/problems/too-many-auth-failures"
+            # the address is held back, whatever key it sends (a shared proxy: raise the limit there)
+            assert c.get("/v1/jobs", headers=bearer(good)).status_code == 429
+            assert lookups == []
+            assert_401(c.get("/v1/jobs"), invalid=False)  # no key: no lookup, nothing to limit
+            assert c.get("/v1/presets").status_code == 200
+        finally:
+            keys.authenticate = real
