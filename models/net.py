@@ -19,6 +19,8 @@ With K = 1 the net, its parameters and its code path are exactly the single-cate
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -236,10 +238,12 @@ class EnergyNet(nn.Module):
 
         Activations are channels-last (NHWC): oneDNN's convolutions (and cuDNN's under bf16) run
         10-15 % faster on them for these nets (docs/benchmarks.md)."""
-        inputs, h = [], x.contiguous(memory_format=torch.channels_last)
-        for conv in self.convs[: self.depth]:
+        low = _cpu_autocast_dtype(x)
+        inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=torch.channels_last)
+        params = [_params_in(conv, conv.weight, conv.bias, low) for conv in self.convs[: self.depth]]
+        for conv, (w, b) in zip(self.convs[: self.depth], params):
             inputs.append(h)
-            h = conv_forward(h, conv).relu_()
+            h = conv_forward(h, conv, w, b).relu_()
         # The ReLU maps are >= 0, so sign() turns each, in place, into its 0/1 activation pattern
         # once it is no longer needed as a value: no new buffers in the top-down pass.
         if self.top == "sum":
@@ -251,7 +255,7 @@ class EnergyNet(nn.Module):
             f = (h * w).sum(dim=(1, 2, 3)) + b
             g = h.sign_().mul_(w)
         for i in range(self.depth - 1, -1, -1):
-            g = conv_input_grad(g, self.convs[i], inputs[i].shape[-2:])
+            g = conv_input_grad(g, self.convs[i], inputs[i].shape[-2:], params[i][0] if low is not None else None)
             if i > 0:  # through the ReLU of the layer below: zero where it was off
                 g = g.mul_(inputs[i].sign_())
         return f, g
@@ -272,10 +276,12 @@ class EnergyNet(nn.Module):
         if one and self.top == "sum":
             c = weight.shape[0] // self.categories
             weight, bias = weight[labels * c : (labels + 1) * c], bias[labels * c : (labels + 1) * c]
-        inputs, h = [], x.contiguous(memory_format=torch.channels_last)
-        for conv in self.convs[: self.depth]:
+        low = _cpu_autocast_dtype(x)
+        inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=torch.channels_last)
+        params = [_params_in(conv, *((weight, bias) if conv is top else (conv.weight, conv.bias)), low)
+                  for conv in self.convs[: self.depth]]
+        for conv, (w, b) in zip(self.convs[: self.depth], params):
             inputs.append(h)
-            w, b = (weight, bias) if conv is top else (conv.weight, conv.bias)
             h = conv_forward(h, conv, w, b).relu_()
         if self.top == "sum":
             if one:
@@ -291,10 +297,44 @@ class EnergyNet(nn.Module):
             g = h.sign_().mul_(w)
         for i in range(self.depth - 1, -1, -1):
             conv = self.convs[i]
-            g = conv_input_grad(g, conv, inputs[i].shape[-2:], weight if conv is top else None)
+            g = conv_input_grad(g, conv, inputs[i].shape[-2:], params[i][0] if low is not None or conv is top else None)
             if i > 0:
                 g = g.mul_(inputs[i].sign_())
         return f, g
+
+
+def _cpu_autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype CPU autocast would cast this pass's convolutions to, or None outside it."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return None
+
+
+def _params_in(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
+               dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``weight`` and ``bias`` (a conv's, or a slice of them) in ``dtype`` (None: as they are),
+    cast once per update rather than by autocast at every call: the Langevin loop calls the net
+    with the same parameters tens of times (on a 2-core Xeon the casts were 8 % of a bf16 pass at
+    224 px). Cached on the module per tensor, keyed by its storage and version, so an in-place
+    update (the optimiser's) is seen. CPU only: a CUDA graph must cast from the live weights."""
+    if dtype is None:
+        return weight, bias
+    cache = conv.__dict__.setdefault("_gcn_casts", {})
+
+    def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None or t.dtype == dtype:
+            return t
+        owner = t if t._base is None else t._base  # a category's slice: its parameter
+        key = (id(owner), t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, dtype)
+        hit = cache.get(key)
+        if hit is None or hit[0]() is not owner or hit[1] != t._version:
+            if len(cache) > 8:  # old slices, replaced parameters
+                cache.clear()
+            hit = (weakref.ref(owner), t._version, t.detach().to(dtype))
+            cache[key] = hit
+        return hit[2]
+
+    return cast(weight), cast(bias)
 
 
 def space_to_depth_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:

@@ -125,3 +125,38 @@ def test_depth_selects_the_top_layer_and_the_release_architecture_sizes():
     names = [n for n, _ in obj.active_parameters()]
     assert names[-2:] == ["heads.1", "head_biases.1"] and len(names) == 6
     assert ConvSpec(100, 15, 3, 2) == preset.layers[0]
+
+
+@pytest.mark.parametrize("categories", [1, 2])
+def test_bf16_pass_casts_parameters_once_and_sees_their_updates(monkeypatch, categories):
+    """Under CPU autocast the explicit pass uses bfloat16 copies of the parameters cast once per
+    update (not at every call): the same numbers as autocast's own casts, bit for bit, before
+    and after an in-place update of the weights (as the optimiser makes)."""
+    import models.net as net_module
+
+    preset = get_preset("texture-fast").replace(image_size=24, layers=[[6, 5, 2, 2], [4, 3, 1, 1]], init_std=0.05,
+                                                 categories=categories)
+    net = EnergyNet(preset, torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(1)) * 20
+    labels = None if categories == 1 else torch.tensor([0, 1])
+
+    def both():
+        cached = net.score_and_grad(x, amp=True, labels=labels)
+        with monkeypatch.context() as m:
+            m.setattr(net_module, "_cpu_autocast_dtype", lambda x: None)  # autocast casts at every call
+            fresh = net.score_and_grad(x, amp=True, labels=labels)
+        return cached, fresh
+
+    (f1, g1), (f2, g2) = both()
+    assert torch.equal(f1, f2) and torch.equal(g1, g2) and g1.dtype == torch.float32
+    assert any(getattr(conv, "_gcn_casts", None) for conv in net.convs)  # the cached path ran
+    with torch.no_grad():
+        for conv in net.convs:
+            conv.weight.mul_(1.5)
+            conv.bias.add_(0.1)
+    (f3, g3), (f4, g4) = both()
+    assert torch.equal(f3, f4) and torch.equal(g3, g4) and not torch.equal(g3, g1)
+    for conv in net.convs:  # parameters replaced by new ones (a new tensor may reuse a freed address)
+        conv.weight = torch.nn.Parameter(conv.weight.detach() * 0.5)
+    (f5, g5), (f6, g6) = both()
+    assert torch.equal(f5, f6) and torch.equal(g5, g6) and not torch.equal(g5, g3)
