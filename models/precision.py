@@ -3,7 +3,7 @@ multiply natively. Needs no torch (the API process validates the setting without
 
 Why a hardware test: bfloat16 autocast is a large win only where the CPU has bfloat16 matrix
 instructions. In float32 the ``texture`` preset at 224 px sampled 1.7-2.5x as fast as the
-reference loop on a 2-core Xeon with AMX, and under autocast 5-6.5x; on an AVX512-BF16 EPYC
+reference loop on a 2-core Xeon with AMX, and under autocast 5-7x; on an AVX512-BF16 EPYC
 autocast was 1.5-1.75x faster than float32; but on an AVX2-only EPYC, where bfloat16 is
 emulated, 15-17x *slower* (docs/benchmarks.md). PyTorch 2.13 has no public query for these
 instruction sets, so they are read from the kernel's list of CPU flags (Linux); elsewhere none
