@@ -403,16 +403,19 @@ def conv_input_grad(
 def _decoder_weight(conv: nn.Conv2d, weight: torch.Tensor | None = None) -> torch.Tensor:
     """The flipped, transposed space-to-depth filters of a conv, or of ``weight``, a slice of its
     filters (for stride 1, simply the flipped, transposed filters), cached on the module until its
-    weight changes (in-place updates bump the tensor's version, which a slice shares)."""
+    weight changes (in-place updates bump the tensor's version, which a slice shares). The cache
+    also holds a weak reference to the tensor that owns the filters: a new tensor (the bfloat16
+    copy ``_params_in`` makes after an update) may reuse a freed one's address and version."""
     w = conv.weight if weight is None else weight
     if w.is_cuda and torch.cuda.is_current_stream_capturing():
         # inside a CUDA graph: computed by the graph itself, from the live weights, at every replay
         return space_to_depth_weight(w.detach(), conv.stride[0]).flip(-1, -2).transpose(0, 1).contiguous()
+    owner = w if w._base is None else w._base
     key = (w.data_ptr(), w._version, w.dtype, w.device, w.shape)
     cached = getattr(conv, "_gcn_decoder", None)
-    if cached is None or cached[0] != key:
+    if cached is None or cached[0] != key or cached[2]() is not owner:
         with torch.no_grad():
             wt = space_to_depth_weight(w.detach(), conv.stride[0]).flip(-1, -2).transpose(0, 1).contiguous()
-        cached = (key, wt)
+        cached = (key, wt, weakref.ref(owner))
         conv._gcn_decoder = cached  # a plain attribute: not a parameter, not in the state dict
     return cached[1]
