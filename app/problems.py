@@ -30,7 +30,8 @@ class FieldError(BaseModel):
 
 
 class ProblemDetails(BaseModel):
-    """RFC 9457 problem details; extension members (``errors``, ``job_id``, ``job_status``) as needed."""
+    """RFC 9457 problem details; extension members (``errors``, ``job_id``, ``job_status``,
+    ``removed_at``) as needed."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -41,6 +42,7 @@ class ProblemDetails(BaseModel):
     errors: Optional[list[FieldError]] = None
     job_id: Optional[str] = None
     job_status: Optional[str] = None
+    removed_at: Optional[str] = None  # 410: when an expired job, model or dataset was removed (ISO 8601, UTC)
 
 
 TITLES = {

@@ -8,13 +8,16 @@ nothing. The principal it finds is left in ``request.state.principal``; routes g
 the principal is ``ANONYMOUS``: one user who sees everything (a laptop's ``gcn serve``).
 
 Each invalid key costs a database lookup, so ``FailedAuthLimiter`` counts them per client
-address: past ``GCN_AUTH_FAILURE_LIMIT`` in a minute, that address's requests that carry a key are
-answered 429 (with ``Retry-After``) without a lookup until the oldest failure is a minute old.
-Behind a reverse proxy every client has the proxy's address: raise the limit there, or set 0.
+address (IPv6: per /64): past ``GCN_AUTH_FAILURE_LIMIT`` in a minute, that address's requests that
+carry a key are answered 429 (with ``Retry-After``) without a lookup until the oldest failure is a
+minute old. Lookups still in progress count too, so a burst of concurrent bad keys is held to the
+limit rather than all looked up at once. Behind a reverse proxy every client has the proxy's
+address: raise the limit there, or set 0. A request with no client address is not limited.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict, deque
@@ -49,29 +52,65 @@ def unauthorized(detail: str, invalid: bool):
                                      headers={"WWW-Authenticate": header})
 
 
+def client_bucket(scope: Scope) -> Optional[str]:
+    """Whom ``FailedAuthLimiter`` counts a request against: its client address, an IPv6 one by
+    its /64 (one host can hold a whole /64); None when the server does not know it."""
+    client = scope.get("client")
+    if not client or not client[0]:
+        return None
+    host = client[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else host
+
+
 class FailedAuthLimiter:
     """Invalid API keys per client address in a sliding ``window`` (seconds); ``limit`` 0: none.
-    Remembers at most ``max_addresses`` addresses (the least recently failing are forgotten)."""
+    Lookups in progress (``begin``, then ``end``) count against the limit as well. Remembers at
+    most ``max_addresses`` addresses (the least recently failing are forgotten). Used on the
+    event loop's thread only, so it needs no lock."""
 
     def __init__(self, limit: int, window: float = 60.0, max_addresses: int = 10_000,
                  clock: Callable[[], float] = time.monotonic):
         self.limit, self.window, self.max_addresses, self.clock = limit, window, max_addresses, clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._pending: dict[str, int] = {}
 
     def retry_after(self, address: str) -> Optional[int]:
         """Seconds until this address may try a key again, or None when it may now."""
         if not self.limit:
             return None
         times = self._failures.get(address)
-        if times is None:
+        if times is not None:
+            now = self.clock()
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if not times:
+                del self._failures[address]
+                times = None
+        failures = len(times) if times else 0
+        if failures + self._pending.get(address, 0) < self.limit:
             return None
-        now = self.clock()
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[address]
-            return None
-        return max(1, math.ceil(times[0] + self.window - now)) if len(times) >= self.limit else None
+        if failures >= self.limit:
+            return max(1, math.ceil(times[0] + self.window - self.clock()))
+        return 1  # held back by lookups still in progress: they end within a second or so
+
+    def begin(self, address: str) -> None:
+        if self.limit:
+            self._pending[address] = self._pending.get(address, 0) + 1
+
+    def end(self, address: str, ok: bool) -> None:
+        if not self.limit:
+            return
+        left = self._pending.get(address, 0) - 1
+        if left > 0:
+            self._pending[address] = left
+        else:
+            self._pending.pop(address, None)
+        if not ok:
+            self.failed(address)
 
     def failed(self, address: str) -> None:
         if not self.limit:
@@ -107,23 +146,29 @@ class AuthMiddleware:
                           else "the Authorization header must be Bearer <key>")
                 await unauthorized(detail, invalid=header is not None)(scope, receive, send)
                 return
-            address = (scope.get("client") or ("unknown", 0))[0]
-            wait = self.limiter.retry_after(address)
+            address = client_bucket(scope)
+            wait = self.limiter.retry_after(address) if address is not None else None
             if wait is not None:
                 response = problems.problem_response(
                     429, problems.TITLES[429], f"too many requests with an invalid API key from this address; "
                     f"try again in {wait} s", "/problems/too-many-auth-failures", headers={"Retry-After": str(wait)})
                 await response(scope, receive, send)
                 return
+            if address is not None:
+                self.limiter.begin(address)
+            bad_key = False  # a failed database or a cancelled request is not the key's fault
             try:
                 principal = await anyio.to_thread.run_sync(self.keys.authenticate, token)
+                bad_key = principal is None
             except Exception:
                 response = problems.problem_response(503, problems.TITLES[503], "cannot check API keys now",
                                                      "/problems/unavailable", headers={"Retry-After": "5"})
                 await response(scope, receive, send)
                 return
+            finally:  # always, or an address would stay held back by a lookup that never ends
+                if address is not None:
+                    self.limiter.end(address, ok=not bad_key)
             if principal is None:
-                self.limiter.failed(address)
                 await unauthorized("this API key is not valid (unknown or revoked)", invalid=True)(scope, receive, send)
                 return
         scope.setdefault("state", {})["principal"] = principal

@@ -303,9 +303,16 @@ class EnergyNet(nn.Module):
         return f, g
 
 
+# Per-module caches of derived filters (weak keys: they go with their module; not attributes of
+# it, so a module can still be pickled, deep-copied or saved whole).
+_CASTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_DECODERS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
 def _cpu_autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """The dtype CPU autocast would cast this pass's convolutions to, or None outside it."""
-    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+    """The dtype CPU autocast would cast this pass's float32 convolutions to, or None outside it
+    (autocast leaves float64 alone, and so does this pass)."""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
         return torch.get_autocast_dtype("cpu")
     return None
 
@@ -315,14 +322,17 @@ def _params_in(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
     """``weight`` and ``bias`` (a conv's, or a slice of them) in ``dtype`` (None: as they are),
     cast once per update rather than by autocast at every call: the Langevin loop calls the net
     with the same parameters tens of times (on a 2-core Xeon the casts were 8 % of a bf16 pass at
-    224 px). Cached on the module per tensor, keyed by its storage and version, so an in-place
-    update (the optimiser's) is seen. CPU only: a CUDA graph must cast from the live weights."""
+    224 px). Cached per module and tensor, keyed by its owner (by weak reference), storage and
+    version, so an in-place update (the optimiser's, ``load_state_dict``'s) is seen; a write
+    through ``.data`` bumps no version and is not. Detached copies: for the no-grad pass only.
+    CPU only: a CUDA graph must cast from the live weights."""
     if dtype is None:
         return weight, bias
-    cache = conv.__dict__.setdefault("_gcn_casts", {})
+    assert not torch.is_grad_enabled(), "cached casts are detached: the explicit pass runs under no_grad"
+    cache = _CASTS.setdefault(conv, {})
 
     def cast(t: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None or t.dtype == dtype:
+        if t is None or t.dtype != torch.float32:  # autocast casts float32 only
             return t
         owner = t if t._base is None else t._base  # a category's slice: its parameter
         key = (id(owner), t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, dtype)
@@ -412,10 +422,10 @@ def _decoder_weight(conv: nn.Conv2d, weight: torch.Tensor | None = None) -> torc
         return space_to_depth_weight(w.detach(), conv.stride[0]).flip(-1, -2).transpose(0, 1).contiguous()
     owner = w if w._base is None else w._base
     key = (w.data_ptr(), w._version, w.dtype, w.device, w.shape)
-    cached = getattr(conv, "_gcn_decoder", None)
+    cached = _DECODERS.get(conv)
     if cached is None or cached[0] != key or cached[2]() is not owner:
         with torch.no_grad():
             wt = space_to_depth_weight(w.detach(), conv.stride[0]).flip(-1, -2).transpose(0, 1).contiguous()
         cached = (key, wt, weakref.ref(owner))
-        conv._gcn_decoder = cached  # a plain attribute: not a parameter, not in the state dict
+        _DECODERS[conv] = cached
     return cached[1]

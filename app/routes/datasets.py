@@ -118,6 +118,6 @@ def get_dataset_image(dataset_id: str, k: Annotated[int, Path(ge=0, le=10_000)],
         raise Problem(404, f"dataset {dataset_id} has {d.image_count} images (0..{d.image_count - 1})",
                       type="/problems/not-found")
     path = services.artifacts.path(keys.dataset_image(d.id, k))
-    if not path.is_file():
-        raise Problem(404, f"dataset {dataset_id} has expired", type="/problems/not-found")
+    if not path.is_file():  # removed between the row read and now (cleanup: rows first, then files)
+        raise missing(services.store, principal, "dataset", dataset_id)
     return FileResponse(path, media_type="image/png")

@@ -12,7 +12,7 @@ from service.artifacts import keys, png_bytes
 from service.auth import Principal
 from service.db import Dataset, TrainedModel
 from service.ingest import UploadError, decode_image
-from service.jobs import BadCursor, JobKind, new_id
+from service.jobs import BadCursor, JobKind, JobStatus, new_id
 from service.limits import TooBig, check as check_memory, top_multiplier
 from service.presets import PresetProblem, resolve
 from service.submit import BrokerUnavailable, TooManyJobs, submit
@@ -61,7 +61,8 @@ def ready_model(services, principal: Principal, model_id: str) -> TrainedModel:
     if problem.status == 410:  # expired, whatever its learning job's row still says
         raise problem
     job = store.learn_job_for_model(model_id)
-    if job is not None and principal.owns(job.api_key_id):
+    # a learning job that succeeded made the model: no row now means it was deleted (404)
+    if job is not None and principal.owns(job.api_key_id) and job.status != JobStatus.succeeded.value:
         raise NotReady(job.id, job.status, f"model {model_id} is not ready: its learning job {job.id} is {job.status}")
     raise problem
 
@@ -218,8 +219,8 @@ def delete_model(model_id: str, services: ServicesDep, principal: PrincipalDep) 
 def get_weights(model_id: str, services: ServicesDep, principal: PrincipalDep):
     m = ready_model(services, principal, model_id)
     path = services.artifacts.path(keys.model_weights(m.id))
-    if not path.is_file():
-        raise NotFound("model", model_id)
+    if not path.is_file():  # removed between the row read and now (cleanup: rows first, then files)
+        raise missing(services.store, principal, "model", model_id)
     return FileResponse(path, media_type="application/octet-stream", filename=f"{m.id}.safetensors")
 
 

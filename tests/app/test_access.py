@@ -245,3 +245,56 @@ def test_an_address_that_keeps_sending_invalid_keys_gets_429_without_a_lookup(tm
             assert c.get("/v1/presets").status_code == 200
         finally:
             keys.authenticate = real
+
+
+def test_lookups_in_progress_count_and_addresses_are_grouped_sensibly():
+    from app.security import FailedAuthLimiter, client_bucket
+
+    limiter = FailedAuthLimiter(3, clock=lambda: 0.0)
+    for _ in range(3):
+        limiter.begin("1.2.3.4")
+    assert limiter.retry_after("1.2.3.4") == 1  # three lookups already running
+    limiter.end("1.2.3.4", ok=True)
+    assert limiter.retry_after("1.2.3.4") is None
+    limiter.end("1.2.3.4", ok=False)
+    limiter.end("1.2.3.4", ok=False)
+    limiter.begin("1.2.3.4")
+    assert limiter.retry_after("1.2.3.4") == 1 and limiter._pending == {"1.2.3.4": 1}
+    assert client_bucket({"client": ("2001:db8:1:2:aaaa::1", 5)}) == client_bucket({"client": ("2001:db8:1:2::9", 6)})
+    assert client_bucket({"client": ("2001:db8:1:3::1", 5)}) == "2001:db8:1:3::/64"
+    assert client_bucket({"client": ("10.0.0.1", 5)}) == "10.0.0.1"
+    assert client_bucket({"client": None}) is None and client_bucket({}) is None
+
+
+def test_a_burst_of_concurrent_invalid_keys_is_held_to_the_limit(tmp_path):
+    """Requests already waiting for their lookup count, so 40 bad keys at once from one address
+    cost at most the limit's worth of lookups, not 40."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+
+    from app.main import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, auth="required", auth_failure_limit=3))
+    app.state.services.db.create_all()
+    keys = app.state.services.keys
+    lookups, lock = [], threading.Lock()
+
+    def slow_authenticate(token):
+        with lock:
+            lookups.append(token)
+        time.sleep(0.05)  # a slow database: every request arrives before the first answer
+        return None
+
+    keys.authenticate = slow_authenticate
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return await asyncio.gather(*(c.get("/v1/jobs", headers=bearer("gcn_wrong")) for _ in range(40)))
+
+    statuses = sorted(r.status_code for r in asyncio.run(burst()))
+    assert len(lookups) == 3 and statuses == [401] * 3 + [429] * 37, (len(lookups), statuses)

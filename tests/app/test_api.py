@@ -174,6 +174,31 @@ def test_models_list_get_and_delete(client, make_model, services):
     problem(client.delete(f"/v1/models/{a.id}"), 404)
 
 
+
+def test_a_deleted_model_is_404_even_though_its_learning_job_succeeded(client, dataset, services):
+    """Not 409 "not ready": a succeeded learning job made the model, so no row means deleted."""
+    from sqlalchemy import update
+
+    from service.db import Job, TrainedModel
+    from service.jobs import JobStatus
+
+    job = client.post("/v1/models", json={"dataset_id": dataset["id"], "overrides": {"iterations": 5,
+                                                                                   "image_size": 32}}).json()
+    model_id = job["model_id"]
+    problem(client.get(f"/v1/models/{model_id}"), 409)  # queued: not ready yet
+    m = TrainedModel(id=model_id, dataset_id=dataset["id"], job_id=job["id"], preset="texture-fast", kind="texture",
+                     learner="short_run", image_size=32, chain_size=None, iterations=5, config={}, curve=[])
+    services.store.add(m)
+    with services.db.session() as s:
+        s.execute(update(Job).where(Job.id == job["id"]).values(status=JobStatus.succeeded.value))
+        s.commit()
+    assert client.get(f"/v1/models/{model_id}").status_code == 200
+    assert client.delete(f"/v1/models/{model_id}").status_code == 204
+    for r in (client.get(f"/v1/models/{model_id}"), client.delete(f"/v1/models/{model_id}"),
+              client.post(f"/v1/models/{model_id}/samples", json={})):
+        problem(r, 404)
+
+
 @pytest.mark.parametrize("path", [
     "/v1/datasets/{x}", "/v1/datasets/{x}/images/0.png", "/v1/models/{x}", "/v1/models/{x}/weights",
     "/v1/jobs/{x}", "/v1/jobs/{x}/events", "/v1/jobs/{x}/images/0.png", "/v1/jobs/{x}/grid.png",

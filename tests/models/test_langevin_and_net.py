@@ -149,7 +149,7 @@ def test_bf16_pass_casts_parameters_once_and_sees_their_updates(monkeypatch, cat
 
     (f1, g1), (f2, g2) = both()
     assert torch.equal(f1, f2) and torch.equal(g1, g2) and g1.dtype == torch.float32
-    assert any(getattr(conv, "_gcn_casts", None) for conv in net.convs)  # the cached path ran
+    assert all(net_module._CASTS.get(conv) for conv in net.convs)  # the cached path ran
     with torch.no_grad():
         for conv in net.convs:
             conv.weight.mul_(1.5)
@@ -160,3 +160,13 @@ def test_bf16_pass_casts_parameters_once_and_sees_their_updates(monkeypatch, cat
         conv.weight = torch.nn.Parameter(conv.weight.detach() * 0.5)
     (f5, g5), (f6, g6) = both()
     assert torch.equal(f5, f6) and torch.equal(g5, g6) and not torch.equal(g5, g3)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(net)) is not None  # the caches are not attributes of the net
+    double = net.double()  # autocast leaves float64 alone; so does the explicit pass
+    xd = x.double()
+    cached = double.score_and_grad(xd, amp=True, labels=labels)
+    with monkeypatch.context() as m:
+        m.setattr(net_module, "_cpu_autocast_dtype", lambda x: None)
+        fresh = double.score_and_grad(xd, amp=True, labels=labels)
+    assert torch.equal(cached[1], fresh[1]) and cached[1].dtype == torch.float64
