@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models import precision
+from models.inpaint import recover
 from models.pipeline import make_learner, synthesize
 from models.presets import get_preset
 
@@ -56,7 +57,8 @@ def test_auto_autocasts_on_cuda_and_on_cpus_with_bf16_hardware(monkeypatch, flag
 
 
 def test_the_pipeline_follows_the_setting(monkeypatch, brick64):
-    """make_learner's learner and synthesize's sampler autocast exactly when use_amp says so."""
+    """make_learner's learner, synthesize's sampler and recover (inpainting) autocast exactly when
+    use_amp says so."""
     preset = get_preset("texture-fast").replace(image_size=16, iterations=1)
     seen = []
     real_autocast = torch.autocast
@@ -74,3 +76,9 @@ def test_the_pipeline_follows_the_setting(monkeypatch, brick64):
         seen.clear()
         synthesize(learner.model, 1, seed=0, steps=2)
         assert seen and set(seen) == {expected}, (flags, env, seen)
+        seen.clear()
+        x = torch.zeros(1, 3, 16, 16)
+        known = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+        known[..., :8] = True
+        recover(learner.model, x, known, steps=2)
+        assert seen and set(seen) == {expected}, ("recover", flags, env, seen)
