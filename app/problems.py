@@ -78,14 +78,17 @@ class Gone(Problem):
                          removed_at=when)
 
 
-def missing(store, principal, what: str, ident: str) -> Problem:
-    """The answer for a ``what`` (job, model, dataset) that this principal cannot see: 410 if it
-    was theirs and expired (cleanup's tombstone), else 404 (never existed, or another key's: an
-    expiry reveals no more than the row did)."""
+def gone(store, principal, what: str, ident: str) -> Optional[Gone]:
+    """410 for a ``what`` (job, model, dataset) that was this principal's and expired (cleanup's
+    tombstone); None otherwise (never existed, or another key's: an expiry reveals no more than
+    the row did)."""
     t = store.tombstone(what, ident)
-    if t is not None and principal.owns(t.api_key_id):
-        return Gone(what, ident, t.removed_at)
-    return NotFound(what, ident)
+    return Gone(what, ident, t.removed_at) if t is not None and principal.owns(t.api_key_id) else None
+
+
+def missing(store, principal, what: str, ident: str) -> Problem:
+    """The answer for a ``what`` this principal cannot find: ``gone``'s 410, else 404."""
+    return gone(store, principal, what, ident) or NotFound(what, ident)
 
 
 class NotReady(Problem):

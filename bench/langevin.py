@@ -20,8 +20,7 @@ from typing import Any
 
 import torch
 
-from models import GenerativeModel, cpu_conv, get_preset
-from models import precision
+from models import GenerativeModel, cpu_conv, get_preset, precision
 from models.langevin import LangevinSampler
 from models.learner import Learner
 

@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from . import checkpoint
-from .precision import use_amp
 from .langevin import StepCallback, init_chains
 from .learner import Learner, Progress
 from .model import GenerativeModel
+from .precision import use_amp
 from .presets import Preset
 from .reconstruction import reconstruct
 from .transforms import channel_mean, load_pixels, make_grid, to_model_space, to_pil_images
@@ -111,12 +111,12 @@ def make_learner(
             model.preset = model.preset.replace(iterations=preset.iterations)
             pixels = load_pixels(flat, model.preset.image_size, model.preset.resize)
             learner = Learner(model, to_model_space(pixels, model.mean), labels=_labels(labels),
-                              amp=_amp(device), cuda_graph=_cuda_graph(device))
+                              amp=use_amp(device.type), cuda_graph=_cuda_graph(device))
             learner.load_state(*state)
             return learner
     observed, mean = observed_images(flat, preset)
     model = GenerativeModel.create(preset, mean, names).to(device)
-    return Learner(model, observed, labels=_labels(labels), amp=_amp(device), cuda_graph=_cuda_graph(device))
+    return Learner(model, observed, labels=_labels(labels), amp=use_amp(device.type), cuda_graph=_cuda_graph(device))
 
 
 def _labels(labels: Optional[list[int]]) -> Optional[torch.Tensor]:
@@ -125,11 +125,6 @@ def _labels(labels: Optional[list[int]]) -> Optional[torch.Tensor]:
 
 def _flag(name: str, default: str) -> str:
     return os.environ.get(name, default).strip().lower()
-
-
-def _amp(device: torch.device) -> bool:
-    """bfloat16 autocast for the net: ``GCN_AMP`` (auto, on, off), see ``models.precision``."""
-    return use_amp(device.type)
 
 
 def _cuda_graph(device: torch.device) -> bool:
@@ -237,7 +232,7 @@ def synthesize(
     else:
         start = init_chains(init, n, (size, size), sigma=p.sigma, generator=generator, device=device)
     prepare_device(device)
-    sampler = model.sampler(n_steps=steps, amp=_amp(device), cuda_graph=_cuda_graph(device))
+    sampler = model.sampler(n_steps=steps, amp=use_amp(device.type), cuda_graph=_cuda_graph(device))
     if model.categories == 1:
         return sampler.sample(model.net, start, generator=generator, callback=callback, callback_every=callback_every)
     return sampler.sample(model.net, start, generator=generator, callback=callback, callback_every=callback_every,

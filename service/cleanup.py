@@ -138,9 +138,8 @@ def _remove(s, table, kind: str, ids: list[str], now) -> None:
     """Delete these rows and leave a tombstone for each row this transaction really deleted (two
     workers cleaning at once: the second deletes nothing, so it writes no duplicate tombstone)."""
     for chunk in _chunks(ids):
-        gone = s.execute(delete(table).where(table.id.in_(chunk)).returning(table.id, table.api_key_id)).all()
-        if gone:
-            s.add_all(Tombstone(kind=kind, id=i, api_key_id=key, removed_at=now) for i, key in gone)
+        removed = s.execute(delete(table).where(table.id.in_(chunk)).returning(table.id, table.api_key_id)).all()
+        s.add_all(Tombstone(kind=kind, id=i, api_key_id=key, removed_at=now) for i, key in removed)
 
 
 def _chunks(ids: list[str], size: int = 500):

@@ -20,7 +20,7 @@ from service.webhooks import MAX_URL, BadWebhook, admit
 
 from ..deps import ServicesDep
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
-from ..problems import NotFound, NotReady, Problem, invalid, missing, responses
+from ..problems import NotFound, NotReady, Problem, gone, invalid, missing, responses
 from ..schemas import JobOut, ModelCreate, ModelOut, ModelPage, SampleCreate, WebhookIn
 from ..security import PrincipalDep
 from .datasets import check_quota, read_bytes, upload_problem, visible_dataset
@@ -57,14 +57,14 @@ def ready_model(services, principal: Principal, model_id: str) -> TrainedModel:
         if not principal.owns(m.api_key_id):
             raise NotFound("model", model_id)
         return m
-    problem = missing(store, principal, "model", model_id)
-    if problem.status == 410:  # expired, whatever its learning job's row still says
-        raise problem
+    expired = gone(store, principal, "model", model_id)
+    if expired is not None:  # whatever its learning job's row still says
+        raise expired
     job = store.learn_job_for_model(model_id)
     # a learning job that succeeded made the model: no row now means it was deleted (404)
     if job is not None and principal.owns(job.api_key_id) and job.status != JobStatus.succeeded.value:
         raise NotReady(job.id, job.status, f"model {model_id} is not ready: its learning job {job.id} is {job.status}")
-    raise problem
+    raise NotFound("model", model_id)
 
 
 # The webhook of a multipart request (JSON bodies carry a ``webhook`` object instead).
@@ -168,10 +168,8 @@ def _dataset_field(services, principal: Principal, dataset_id: str, field: str) 
     dataset = services.store.dataset(dataset_id)
     if dataset is not None and principal.owns(dataset.api_key_id):
         return dataset
-    problem = missing(services.store, principal, "dataset", dataset_id) if dataset is None else None
-    if problem is not None and problem.status == 410:
-        raise invalid(field, problem.detail)
-    raise invalid(field, f"no dataset with id {dataset_id!r}")
+    expired = gone(services.store, principal, "dataset", dataset_id) if dataset is None else None
+    raise invalid(field, expired.detail if expired is not None else f"no dataset with id {dataset_id!r}")
 
 
 def with_categories(name: str, overrides: dict, k: int):
