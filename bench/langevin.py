@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from models import GenerativeModel, cpu_conv, get_preset, precision
+from models import GenerativeModel, cpu_conv, cpu_split, get_preset, precision
 from models.langevin import LangevinSampler
 from models.learner import Learner
 
@@ -33,6 +33,9 @@ def cases(device: torch.device, quick: bool) -> list[dict[str, Any]]:
         {"name": "texture@224", "preset": "texture", "size": 224, "chains": 1, "steps": 4 if quick else 8},
         {"name": "texture-fast@64", "preset": "texture-fast", "size": 64, "chains": 4, "steps": 20 if quick else 40},
     ]
+    if device.type == "cpu":  # four samples at once, as the service's default request: chains to split
+        out.insert(1, {"name": "texture@224 x4 chains", "preset": "texture", "size": 224, "chains": 4,
+                       "steps": 2 if quick else 4})
     if device.type == "cuda":  # many chains in one batch: what a GPU is for
         out.append({"name": "texture@224 x64 chains", "preset": "texture", "size": 224, "chains": 64,
                     "steps": 10 if quick else 20})
@@ -50,7 +53,9 @@ def variants(device: torch.device) -> dict[str, dict[str, Any]]:
                 "models (bf16 + CUDA graph)": {"amp": True, "cuda_graph": True}}
         fp32 = {"models (fp32)": {"amp": False}}
         return {**bf16, **fp32} if precision.use_amp("cuda") else {**fp32, **bf16}
-    fp32 = {"models (fp32)": {"amp": False}, "models (fp32, oneDNN only)": {"amp": False, "cpu_conv": "onednn"}}
+    fp32 = {"models (fp32)": {"amp": False},
+            "models (fp32, one pass)": {"amp": False, "cpu_split": "off"},
+            "models (fp32, oneDNN only)": {"amp": False, "cpu_conv": "onednn", "cpu_split": "off"}}
     if precision.use_amp("cpu"):
         return {"models (bf16 autocast)": {"amp": True}, **fp32}
     bf16 = "models (bf16 autocast)" if precision.native_bf16() else "models (bf16 autocast, opt-in)"
@@ -58,18 +63,21 @@ def variants(device: torch.device) -> dict[str, dict[str, Any]]:
 
 
 def _sampler(p, steps: int, flags: dict[str, Any]):
-    """A ``sample(net, x0, generator)`` for one variant; ``cpu_conv`` in ``flags`` is the
-    ``models.cpu_conv`` policy it runs under (otherwise ``GCN_CPU_CONV``, as in the pipeline)."""
+    """A ``sample(net, x0, generator)`` for one variant; ``cpu_conv`` and ``cpu_split`` in
+    ``flags`` are the ``models.cpu_conv`` and ``models.cpu_split`` policies it runs under
+    (otherwise ``GCN_CPU_CONV`` and ``GCN_CPU_SPLIT``, as in the pipeline)."""
     flags = dict(flags)
-    policy = flags.pop("cpu_conv", None)
+    conv_policy, split_policy = flags.pop("cpu_conv", None), flags.pop("cpu_split", None)
     sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=steps, **flags)
 
     def sample(net, x0, generator):
-        cpu_conv.set_policy(policy)
+        cpu_conv.set_policy(conv_policy)
+        cpu_split.set_policy(split_policy)
         try:
             return sampler.sample(net, x0, generator=generator)
         finally:
             cpu_conv.set_policy(None)
+            cpu_split.set_policy(None)
     return sample
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
+from . import cpu_split
 from .net import EnergyNet
 
 
@@ -63,17 +64,16 @@ class LangevinSampler:
         ``x`` is not modified; the update is the one ``sample`` applies in place."""
         x = x.detach().clone()
         noise = torch.empty_like(x) if self.noise else None
-        self._step_(net, x, noise, torch.empty_like(x), generator, mask, known, labels)
+        with cpu_split.sharing(net, x, self.amp, labels) as grad:
+            self._step_(grad, x, noise, torch.empty_like(x), generator, mask, known, labels)
         return x
 
-    def _step_(self, net, x, noise, work, generator, mask, known, labels=None) -> None:
-        """x <- x - (delta^2 / 2)(x / sigma^2 - df/dx) + delta Z, in place (``noise`` and
-        ``work`` are buffers of x's shape), with one draw of Z of x's shape from ``generator``
-        after the drift (the same random stream as ever)."""
-        if labels is None:
-            _, g = net.score_and_grad_view(x, amp=self.amp)
-        else:
-            _, g = net.score_and_grad_view(x, amp=self.amp, labels=labels)
+    def _step_(self, grad, x, noise, work, generator, mask, known, labels=None) -> None:
+        """x <- x - (delta^2 / 2)(x / sigma^2 - df/dx) + delta Z, in place, with one draw of Z
+        of x's shape from ``generator`` after the drift (the same random stream as ever).
+        ``grad(x, labels)`` gives df/dx (from ``cpu_split.sharing``); ``noise`` and ``work`` are
+        buffers of x's shape."""
+        g = grad(x, labels)
         # the drift() expression, evaluated in the same order (so bitwise the same numbers)
         drift = torch.div(x, self.sigma**2, out=work).sub_(g).mul_(-0.5 * self.step_size**2)
         x.add_(drift)
@@ -125,10 +125,11 @@ class LangevinSampler:
             return self._sample_graphed(net, x, steps, generator, callback, callback_every)
         noise = torch.empty_like(x) if self.noise else None
         work = torch.empty_like(x)
-        for t in range(1, steps + 1):
-            self._step_(net, x, noise, work, generator, mask, known, labels)
-            if callback is not None and (t % callback_every == 0 or t == steps):
-                callback(t, steps, x.clone())
+        with cpu_split.sharing(net, x, self.amp, labels) as grad:  # on the CPU: maybe by shares
+            for t in range(1, steps + 1):
+                self._step_(grad, x, noise, work, generator, mask, known, labels)
+                if callback is not None and (t % callback_every == 0 or t == steps):
+                    callback(t, steps, x.clone())
         return x
 
     # ---- CUDA graphs ---------------------------------------------------------------------
@@ -155,6 +156,7 @@ class LangevinSampler:
             self._graphs[key] = entry
         buf, noise, work = entry["x"], entry["noise"], entry["work"]
         buf.copy_(x)
+        grad = cpu_split.one_pass_grad(net, self.amp)  # CUDA: one pass
         stream = torch.cuda.current_stream(x.device)
         for t in range(1, steps + 1):
             if entry["graph"] is not None:
@@ -163,7 +165,7 @@ class LangevinSampler:
                 side = torch.cuda.Stream(device=x.device)
                 side.wait_stream(stream)
                 with torch.cuda.stream(side):
-                    self._step_(net, buf, noise, work, generator, None, None)
+                    self._step_(grad, buf, noise, work, generator, None, None)
                 stream.wait_stream(side)
                 entry["eager"] += 1
                 if entry["eager"] >= _GRAPH_WARMUP:
@@ -171,7 +173,7 @@ class LangevinSampler:
                     if generator is not None:
                         graph.register_generator_state(generator)
                     with torch.cuda.graph(graph):
-                        self._step_(net, buf, noise, work, generator, None, None)
+                        self._step_(grad, buf, noise, work, generator, None, None)
                     entry["graph"] = graph
             if callback is not None and (t % callback_every == 0 or t == steps):
                 callback(t, steps, buf.clone())

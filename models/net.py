@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import cpu_conv
+from . import cpu_conv, cpu_layout
 from .presets import ConvSpec, Preset
 
 
@@ -187,6 +187,24 @@ class EnergyNet(nn.Module):
             h, w = conv_out_size(h, spec), conv_out_size(w, spec)
         return h * w
 
+    def cost_key(self) -> tuple:
+        """What the time of a pass depends on besides the batch's shape: the active layers'
+        shapes, the top and the number of categories (a key for the measured CPU choices)."""
+        return (self.top, self.categories, self.depth,
+                tuple(tuple(c.weight.shape) + c.stride + c.padding for c in self.convs[: self.depth]))
+
+    def pass_flops(self, shape: tuple[int, ...] | torch.Size) -> float:
+        """Multiply-adds x 2 of one score-and-gradient pass's convolutions (forward and input
+        gradient of each active layer, as direct convolutions) for a batch of ``shape``."""
+        n, _, h, w = shape
+        total = 0.0
+        for conv in self.convs[: self.depth]:
+            co, ci, kh, kw = conv.weight.shape
+            (sh, sw), (ph, pw) = conv.stride, conv.padding
+            h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+            total += 2 * 2.0 * n * co * ci * kh * kw * h * w
+        return total
+
     def score_and_grad(
         self, x: torch.Tensor, amp: bool = False, labels: torch.Tensor | int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,10 +234,15 @@ class EnergyNet(nn.Module):
         if labels is not None:
             labels = self.check_labels(labels, x.shape[0], x.device)
         with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            x = x.detach()
             if self.categories == 1:
-                f, g = self._score_and_input_grad(x.detach())
+                def run(fmt):
+                    return self._score_and_input_grad(x, fmt)
             else:
-                f, g = self._score_and_input_grad_categories(x.detach(), labels)
+                def run(fmt):
+                    return self._score_and_input_grad_categories(x, labels, fmt)
+            kind = labels_kind(labels if self.categories > 1 else None)  # one category ignores them
+            f, g = run(cpu_layout.choose(self, x, _cpu_autocast_dtype(x), run, kind))
         return f.to(x.dtype), g.to(x.dtype)
 
     def score_and_grad_autograd(
@@ -233,13 +256,16 @@ class EnergyNet(nn.Module):
             (g,) = torch.autograd.grad(f.sum(), x)
         return f.detach().to(x.dtype), g  # the gradient has the chains' dtype (float32 under autocast too)
 
-    def _score_and_input_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _score_and_input_grad(
+        self, x: torch.Tensor, memory_format: torch.memory_format = torch.channels_last
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Bottom-up pass keeping each ReLU map, then the top-down pass (call under no_grad).
 
-        Activations are channels-last (NHWC): oneDNN's convolutions (and cuDNN's under bf16) run
-        10-15 % faster on them for these nets (docs/benchmarks.md)."""
+        Activations are in ``memory_format``: channels-last (NHWC) unless ``models.cpu_layout``
+        measured NCHW faster (oneDNN's convolutions, and cuDNN's under bf16, run 10-15 % faster
+        channels-last for these nets; NNPACK's take NCHW)."""
         low = _cpu_autocast_dtype(x)
-        inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=torch.channels_last)
+        inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=memory_format)
         params = [_params_in(conv, conv.weight, conv.bias, low) for conv in self.convs[: self.depth]]
         for conv, (w, b) in zip(self.convs[: self.depth], params):
             inputs.append(h)
@@ -261,7 +287,8 @@ class EnergyNet(nn.Module):
         return f, g
 
     def _score_and_input_grad_categories(
-        self, x: torch.Tensor, labels: torch.Tensor | int | None
+        self, x: torch.Tensor, labels: torch.Tensor | int | None,
+        memory_format: torch.memory_format = torch.channels_last,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``_score_and_input_grad`` for K > 1: f_k and df_k/dx with k = labels[i]. The top-down
         pass starts from the selected category only: a per-image channel mask of the top map
@@ -277,7 +304,7 @@ class EnergyNet(nn.Module):
             c = weight.shape[0] // self.categories
             weight, bias = weight[labels * c : (labels + 1) * c], bias[labels * c : (labels + 1) * c]
         low = _cpu_autocast_dtype(x)
-        inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=torch.channels_last)
+        inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=memory_format)
         params = [_params_in(conv, *((weight, bias) if conv is top else (conv.weight, conv.bias)), low)
                   for conv in self.convs[: self.depth]]
         for conv, (w, b) in zip(self.convs[: self.depth], params):
@@ -307,6 +334,11 @@ class EnergyNet(nn.Module):
 # it, so a module can still be pickled, deep-copied or saved whole).
 _CASTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 _DECODERS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def labels_kind(labels: torch.Tensor | int | None) -> str:
+    """``none``, ``one`` (an int: one category for all) or ``each``: the cost of a pass differs."""
+    return "none" if labels is None else "one" if isinstance(labels, int) else "each"
 
 
 def _cpu_autocast_dtype(x: torch.Tensor) -> torch.dtype | None:

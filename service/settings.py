@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         description="CPU convolutions (models.cpu_conv): auto times NNPACK against oneDNN per shape; "
         "onednn for bitwise run-to-run reproducibility.",
     )
+    cpu_split: Literal["auto", "off", "on"] = Field(
+        "auto",
+        description="CPU Langevin steps (models.cpu_split): auto times one pass against the chains split "
+        "across the cores, one thread each; off always one pass.",
+    )
     amp: Literal["auto", "on", "off"] = Field(
         "auto",
         description="bfloat16 autocast for the net (chains stay float32): auto (CUDA, and CPUs with AMX or "

@@ -7,14 +7,19 @@ import statistics
 import pytest
 import torch
 
-from models import Cancelled, NumericalError, checkpoint, get_preset
+from models import Cancelled, NumericalError, checkpoint, cpu_conv, get_preset
 from models.metrics import evaluate
 from models.pipeline import make_learner, synthesize, train
 from models.transforms import load_pixels, to_pixels
 
 
 @pytest.mark.slow
-def test_texture_fast_shrinks_the_gap_and_its_samples_approach_the_exemplar(brick64):
+def test_texture_fast_shrinks_the_gap_and_its_samples_approach_the_exemplar(brick64, monkeypatch):
+    # One trajectory of a chaotic system: float rounding moves it (on 6 seeds the samples' patch
+    # SWD spread 0.12-0.26 whatever the rounding, docs/benchmarks.md), so the choices this
+    # machine times (NNPACK or oneDNN per layer, the activations' format) are pinned: oneDNN and
+    # channels-last, the same arithmetic in every run here.
+    monkeypatch.setattr(cpu_conv, "_policy", "onednn")
     learner = make_learner([brick64], get_preset("texture-fast"), device=torch.device("cpu"))
     exemplar = load_pixels([brick64], 64)
 

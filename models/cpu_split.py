@@ -1,0 +1,268 @@
+"""The Langevin chains of one batch split across CPU cores, each share on a thread of its own.
+
+Why: on a few cores, the small convolutions of a 64 px net do not keep two oneDNN threads busy
+(the ``texture-fast`` step at 64 px, 4 chains, ran 1.01x the reference loop on 2 AVX2 cores,
+against 1.31x on one), and NNPACK's FFT kernels pay on one thread only (``models.cpu_conv``).
+The chains of a Langevin step are independent: the score's gradient of each depends on that
+chain alone. So a batch of N chains on T threads is cut into min(N, T) shares; the caller
+computes the first and a worker thread each other, every one with a single intra-op thread
+(where ``models.cpu_conv`` may then pick NNPACK). Each chain gets the numbers it gets in one
+pass, to float rounding (a share's convolutions may run another algorithm than the batch's).
+
+While a loop splits, the caller's own torch thread count is one (restored on leaving
+``sharing``): its elementwise work between the passes is small, and a team of OpenMP threads of
+its own would spin on the cores the workers need (a 64 px split pass then took as long as both
+shares one after the other).
+
+Policy (``GCN_CPU_SPLIT``, or ``set_policy``):
+
+- ``auto`` (default): for each batch shape (with a net's layer shapes, the thread count, the
+  precision and the kind of labels) the loop's own first steps alternate between one pass and
+  the split, timed (``_Trial``), and the split is kept only if clearly faster (``MARGIN``).
+  Steps too small to matter (``MIN_FLOPS``) never split, so tiny test nets never depend on a
+  timing.
+- ``off``: one pass on all threads (with ``GCN_CPU_CONV=onednn``, bitwise reproducible).
+- ``on``: split wherever there are two chains and two threads (tests use it).
+
+Only the CPU splits, and only when the caller has two or more torch threads. The workers belong
+to one process-wide pool; a second caller that finds it busy runs one pass rather than wait. A
+worker sets its own intra-op thread count to one; torch hands a thread created later the last
+count set by any thread, which is the caller's, set again on leaving ``sharing``. After a fork
+the child starts a pool of its own (the parent's threads do not exist there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import statistics
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from . import cpu_conv
+from .net import labels_kind
+
+POLICIES = ("auto", "off", "on")
+MIN_FLOPS = 100e6  # one step's convolutions (``EnergyNet.pass_flops``, whole batch)
+MARGIN = 0.9  # the split must take under 90 % of one pass's time
+TIMING_RUN = 5  # steps in a row of one kind while undecided
+TIMING_SKIP = 2  # of which the first are not timed (the switch, OpenMP threads still spinning)
+TIMING_ROUNDS = 2  # runs of each kind before deciding
+
+_policy: Optional[str] = None  # None: GCN_CPU_SPLIT, read at the first step
+_choices: dict[tuple, bool] = {}
+_timings: dict[tuple, dict] = {}  # under auto, until decided: ``_Trial``'s progress
+
+
+def set_policy(policy: Optional[str]) -> None:
+    """``auto``, ``off`` or ``on`` (module docstring); None: ``GCN_CPU_SPLIT`` again. Timings
+    made under ``auto`` are kept across changes of policy (``forget_timings`` drops them)."""
+    global _policy
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"the CPU split policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    _policy = policy
+
+
+def get_policy() -> str:
+    global _policy
+    if _policy is None:
+        policy = os.environ.get("GCN_CPU_SPLIT", "auto").strip().lower() or "auto"
+        if policy not in POLICIES:
+            raise ValueError(f"GCN_CPU_SPLIT must be one of {', '.join(POLICIES)}, not {policy!r}")
+        _policy = policy
+    return _policy
+
+
+def forget_timings() -> None:
+    """Drop every choice made under ``auto``: each batch is timed again."""
+    _choices.clear()
+    _timings.clear()
+
+
+@contextlib.contextmanager
+def sharing(net, x: torch.Tensor, amp: bool = False, labels=None) -> Iterator[Callable[..., torch.Tensor]]:
+    """For a loop of steps over chains shaped like ``x``: yields ``grad(x, labels)``, which
+    returns df/dx of every chain (``net.score_and_grad_view``'s gradient, possibly a strided
+    view), by one pass or by shares of the batch on the worker threads; while it splits, the
+    caller runs on one torch thread (module docstring)."""
+    shares, key = _plan(net, x, amp, labels)
+    choice = _choices.get(key) if key is not None else shares > 1
+    if shares < 2 or choice is False or not _pool_lock.acquire(blocking=False):
+        yield one_pass_grad(net, amp)
+        return
+    threads = torch.get_num_threads()
+    try:
+        split = functools.partial(_split_pass, _get_pool(shares - 1)[: shares - 1], net, amp=amp)
+        torch.set_num_threads(1)
+        if choice is None:  # undecided: the loop's first steps are the timing
+            yield _Trial(key, one_pass_grad(net, amp), split, threads)
+        else:
+            yield split
+    finally:
+        torch.set_num_threads(threads)
+        _pool_lock.release()
+
+
+def one_pass_grad(net, amp: bool = False) -> Callable[..., torch.Tensor]:
+    """``grad(x, labels)`` by one pass of the whole batch (what ``sharing`` yields when it
+    does not split)."""
+    return functools.partial(_one_pass, net, amp=amp)
+
+
+def decision(net, x: torch.Tensor, amp: bool = False, labels=None) -> Optional[bool]:
+    """Whether ``sharing`` splits this batch: True or False, or None while ``auto`` has not
+    timed it yet."""
+    shares, key = _plan(net, x, amp, labels)
+    if shares < 2:
+        return False
+    return True if key is None else _choices.get(key)
+
+
+# ---- the decision ----------------------------------------------------------------------------
+def _plan(net, x: torch.Tensor, amp: bool, labels) -> tuple[int, Optional[tuple]]:
+    """(shares, key): how many shares a split would make (1: none possible), and under ``auto``
+    the key of its decision in ``_choices`` (None: the policy decides: ``on``)."""
+    policy = get_policy()
+    if policy == "off" or x.device.type != "cpu" or x.dim() != 4:
+        return 1, None
+    threads = torch.get_num_threads()
+    shares = min(threads, x.shape[0])
+    if shares < 2 or policy == "on":
+        return shares, None
+    key = (tuple(x.shape), net.cost_key(), bool(amp), threads, labels_kind(labels))
+    if key not in _choices and net.pass_flops(x.shape) < MIN_FLOPS:
+        _choices[key] = False
+    return shares, key
+
+
+class _Trial:
+    """``grad`` for a batch not yet decided under ``auto``: the loop's own steps alternate, in
+    runs of ``TIMING_RUN``, between one pass (on the caller's threads) and the split (the caller
+    on one thread). The first run of each kind is a warm-up (new worker threads, and
+    ``models.cpu_conv`` and ``models.cpu_layout`` timing new shapes on first sight); in the
+    others the first ``TIMING_SKIP`` steps pay for the switch (the caller's OpenMP threads spin on
+    for some milliseconds after its last parallel work) and the rest are timed. After
+    ``TIMING_ROUNDS`` timed runs of each the faster is kept, for this loop and every later one.
+    So the timing costs no extra passes and measures the steps as the loop really runs them; a
+    loop too short to finish leaves its progress to the next."""
+
+    def __init__(self, key: tuple, one_pass: Callable, split: Callable, threads: int):
+        self.key, self.one_pass, self.split, self.threads = key, one_pass, split, threads
+        self.mode: Optional[bool] = None  # what the caller's thread count is set for now
+
+    def __call__(self, x: torch.Tensor, labels=None) -> torch.Tensor:
+        choice = _choices.get(self.key)
+        if choice is not None:
+            return self._run(choice, x, labels)
+        state = _timings.setdefault(self.key, {"run": 0, "step": 0, False: [], True: []})
+        split = state["run"] % 2 == 1
+        if split != self.mode:  # a new loop starts its run afresh
+            state["step"] = 0
+        start = time.perf_counter()
+        out = self._run(split, x, labels)
+        elapsed = time.perf_counter() - start
+        if state["run"] >= 2 and state["step"] >= TIMING_SKIP:
+            state[split].append(elapsed)
+        state["step"] += 1
+        if state["step"] == TIMING_RUN:
+            state["run"], state["step"] = state["run"] + 1, 0
+        if state["run"] == 2 * (TIMING_ROUNDS + 1):
+            _choices[self.key] = statistics.median(state[True]) < MARGIN * statistics.median(state[False])
+            del _timings[self.key]
+        return out
+
+    def _run(self, split: bool, x: torch.Tensor, labels) -> torch.Tensor:
+        if split != self.mode:
+            torch.set_num_threads(1 if split else self.threads)
+            self.mode = split
+        return self.split(x, labels) if split else self.one_pass(x, labels)
+
+
+# ---- the passes -----------------------------------------------------------------------------
+def _one_pass(net, x: torch.Tensor, labels=None, *, amp: bool) -> torch.Tensor:
+    if labels is None:
+        return net.score_and_grad_view(x, amp=amp)[1]
+    return net.score_and_grad_view(x, amp=amp, labels=labels)[1]
+
+
+def _split_pass(workers: list["_Worker"], net, x: torch.Tensor, labels=None, *, amp: bool) -> torch.Tensor:
+    """The gradient of each share of the chains, the first on the calling thread and each other
+    on a worker thread of its own, written into one buffer of x's shape (call holding
+    ``_pool_lock``, on one torch thread)."""
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    n, k = x.shape[0], len(workers) + 1
+    bounds = [n * i // k for i in range(k + 1)]
+    shares = [(a, b, labels[a:b] if isinstance(labels, torch.Tensor) else labels)
+              for a, b in zip(bounds, bounds[1:])]
+    futures = [worker.submit(_share, net, x[a:b], share_labels, amp, out[a:b])
+               for worker, (a, b, share_labels) in zip(workers, shares[1:])]
+    a, b, share_labels = shares[0]
+    try:
+        _share(net, x[a:b], share_labels, amp, out[a:b])
+    finally:
+        errors = [f.exception() for f in futures]  # waits for every share, even after a failure
+    for error in errors:
+        if error is not None:
+            raise error
+    return out
+
+
+def _share(net, x: torch.Tensor, labels, amp: bool, out: torch.Tensor) -> None:
+    out.copy_(_one_pass(net, x, labels, amp=amp))
+
+
+# ---- the worker threads ---------------------------------------------------------------------
+class _Worker:
+    """A daemon thread with one intra-op torch thread, running the calls submitted to it."""
+
+    def __init__(self, ready: threading.Barrier):
+        self._tasks: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, args=(ready,), name="gcn-cpu-split", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._tasks.put((future, fn, args))
+        return future
+
+    def _run(self, ready: threading.Barrier) -> None:
+        torch.get_num_threads()  # torch's per-thread set-up first, or it would undo the next line
+        torch.set_num_threads(1)
+        ready.wait()
+        while (task := self._tasks.get()) is not None:
+            future, fn, args = task
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as error:  # handed to the caller, which raises it
+                    future.set_exception(error)
+
+
+_pool: list[_Worker] = []
+_pool_lock = threading.Lock()  # held by the caller using the pool
+
+
+def _get_pool(size: int) -> list[_Worker]:
+    """The process's workers, at least ``size`` of them (more are started when needed)."""
+    if len(_pool) < size:
+        cpu_conv.nnpack_available()  # NNPACK's one-thread pool, made here rather than on a worker
+        missing = size - len(_pool)
+        ready = threading.Barrier(missing + 1)
+        _pool.extend(_Worker(ready) for _ in range(missing))
+        ready.wait()  # each has set its count: the caller's, set again on leaving ``sharing``, is the last
+    return _pool
+
+
+def _after_fork_in_child() -> None:
+    global _pool_lock
+    _pool.clear()  # the parent's threads do not exist here
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,121 @@
+"""models.cpu_layout: the activations' memory format of the CPU pass is measured per batch shape,
+both formats compute the same score and gradient, and the promises of channels-last (autocast,
+GPUs, ``GCN_CPU_CONV=onednn``, tiny nets) hold without a timing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import EnergyNet, cpu_conv, cpu_layout, get_preset
+from models import net as net_module
+
+LAYERS = [[8, 7, 2, 3], [8, 5, 1, 2], [6, 3, 1, 1]]
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    policy = cpu_conv._policy
+    cpu_layout.forget_timings()
+    yield
+    cpu_conv.set_policy(policy)
+    cpu_layout.forget_timings()
+
+
+@pytest.fixture
+def timings(monkeypatch):
+    """Every timing made, answering as ``faster["nchw"]`` says; no pass is too small to time."""
+    calls, faster = [], {"nchw": True}
+
+    def fake(run):
+        calls.append(run)
+        return faster["nchw"]
+
+    monkeypatch.setattr(cpu_layout, "_nchw_is_faster", fake)
+    monkeypatch.setattr(cpu_layout, "MIN_FLOPS", 0)
+    return calls, faster
+
+
+@pytest.fixture
+def formats(monkeypatch):
+    """The memory format of each conv layer's input in the passes run."""
+    seen = []
+    real = net_module.conv_forward
+
+    def spy(x, conv, *args):
+        seen.append("nchw" if x.is_contiguous() else "channels_last")
+        return real(x, conv, *args)
+
+    monkeypatch.setattr(net_module, "conv_forward", spy)
+    return seen
+
+
+def net_with(categories: int = 1, kind: str = "texture") -> EnergyNet:
+    preset = get_preset("texture-fast").replace(image_size=24, layers=LAYERS, categories=categories, kind=kind,
+                                                init_std=0.05)
+    net = EnergyNet(preset, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for conv in net.convs:
+            conv.bias.uniform_(-0.3, 0.3, generator=torch.Generator().manual_seed(1))
+    return net
+
+
+def batch(n: int = 3) -> torch.Tensor:
+    return torch.randn(n, 3, 24, 24, generator=torch.Generator().manual_seed(2)) * 30
+
+
+@pytest.mark.parametrize("policy", ["onednn", "nnpack"])
+@pytest.mark.parametrize("kind, categories", [("texture", 1), ("texture", 3), ("object", 3)])
+def test_both_formats_give_the_same_score_and_gradient(policy, kind, categories):
+    if policy == "nnpack" and not cpu_conv.nnpack_available():
+        pytest.skip("this PyTorch build or CPU has no NNPACK")
+    cpu_conv.set_policy(policy)
+    net, x = net_with(categories, kind), batch()
+    labels = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        if categories == 1:
+            a, b = (net._score_and_input_grad(x, fmt) for fmt in (torch.channels_last, torch.contiguous_format))
+        else:
+            a, b = (net._score_and_input_grad_categories(x, labels, fmt)
+                    for fmt in (torch.channels_last, torch.contiguous_format))
+    for got, expected in zip(b, a):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+    assert not torch.equal(a[1], torch.zeros_like(a[1]))
+
+
+def test_the_measured_format_is_used_and_kept_per_shape_and_thread_count(timings, formats):
+    calls, faster = timings
+    net, x = net_with(), batch()
+    expected = net.score_and_grad(x)
+    assert len(calls) == 1 and formats[-3:] == ["nchw"] * 3  # NCHW measured faster: used
+    torch.testing.assert_close(net.score_and_grad(x)[1], expected[1])
+    assert len(calls) == 1  # kept
+    faster["nchw"] = False
+    net.score_and_grad(batch(2))  # another batch shape: timed, channels-last kept
+    assert len(calls) == 2 and formats[-3:] == ["channels_last"] * 3
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        net.score_and_grad(x)  # another thread count: timed again
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 3
+    cpu_layout.forget_timings()
+    net.score_and_grad(x)
+    assert len(calls) == 4
+
+
+def test_channels_last_without_a_timing_where_it_is_promised(timings, formats, monkeypatch):
+    calls, _ = timings
+    net, x = net_with(), batch()
+    net.score_and_grad(x, amp=True)  # bf16 autocast: oneDNN's bf16 convolutions want NHWC
+    cpu_conv.set_policy("onednn")  # bitwise reproducible: no timing decides anything
+    net.score_and_grad(x)
+    cpu_conv.set_policy("auto")
+    net.double().score_and_grad(x.double())  # float64
+    net.float()
+    assert calls == [] and set(formats) == {"channels_last"}
+    monkeypatch.setattr(cpu_layout, "MIN_FLOPS", 50e6)  # the module's threshold (the fixture set 0)
+    assert net.pass_flops(x.shape) < cpu_layout.MIN_FLOPS
+    net.score_and_grad(x)  # too small to matter
+    assert calls == [] and set(formats) == {"channels_last"}

@@ -1,0 +1,213 @@
+"""models.cpu_split: a batch of Langevin chains split across CPU threads gives each chain the
+steps it gets in one pass, decides from the loop's own steps, and never costs a job or another
+thread its thread count."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pydantic
+import pytest
+import torch
+
+from models import EnergyNet, LangevinSampler, cpu_split, get_preset
+from service.settings import Settings
+
+LAYERS = [[8, 5, 2, 2], [8, 3, 1, 1]]
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Two torch threads in the caller (the test processes run with one), a fresh policy."""
+    threads, policy = torch.get_num_threads(), cpu_split._policy
+    cpu_split.forget_timings()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+    cpu_split.set_policy(policy)
+    cpu_split.forget_timings()
+
+
+@pytest.fixture
+def shares(monkeypatch):
+    """(thread name, chains, torch threads) of every share computed."""
+    calls = []
+    real = cpu_split._share
+
+    def spy(net, x, labels, amp, out):
+        calls.append((threading.current_thread().name, x.shape[0], torch.get_num_threads()))
+        return real(net, x, labels, amp, out)
+
+    monkeypatch.setattr(cpu_split, "_share", spy)
+    return calls
+
+
+def net_with(categories: int = 1, kind: str = "texture") -> EnergyNet:
+    preset = get_preset("texture-fast").replace(image_size=16, layers=LAYERS, categories=categories, init_std=0.05,
+                                                kind=kind)
+    net = EnergyNet(preset, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for conv in net.convs:
+            conv.bias.uniform_(-0.3, 0.3, generator=torch.Generator().manual_seed(1))
+    return net
+
+
+def sample(net, x, policy, **kwargs):
+    cpu_split.set_policy(policy)
+    return LangevinSampler(step_size=0.3, n_steps=kwargs.pop("steps", 6)).sample(
+        net, x, generator=torch.Generator().manual_seed(5), **kwargs)
+
+
+def chains(n: int = 5) -> torch.Tensor:
+    return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 20
+
+
+def assert_same_chains(a, b):
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * b.abs().max().item())
+
+
+def test_split_steps_give_every_chain_the_steps_of_one_pass(shares):
+    net, x = net_with(), chains(5)
+    one = sample(net, x, "off")
+    assert shares == []
+    split = sample(net, x, "on")
+    assert_same_chains(split, one)
+    # 6 steps, each in two shares (2 and 3 chains): one on the caller, one on a worker thread
+    assert sorted({(name == "MainThread", n) for name, n, _ in shares}) == [(False, 3), (True, 2)]
+    assert len(shares) == 12 and {t for *_, t in shares} == {1}  # one torch thread per share
+    assert torch.get_num_threads() == 2  # the caller's again
+
+
+@pytest.mark.parametrize("kind", ["texture", "object"])  # sum top, FC top
+def test_split_steps_with_a_label_per_chain_and_with_known_pixels(kind, shares):
+    net, x = net_with(categories=3, kind=kind), chains(4)
+    labels = torch.tensor([2, 0, 1, 2])
+    assert_same_chains(sample(net, x, "on", labels=labels), sample(net, x, "off", labels=labels))
+    mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    mask[..., :8] = True  # the left half known (inpainting, recovery)
+    known = chains(1) * 0.5
+    with_mask = sample(net, x, "on", mask=mask, known=known, labels=1)
+    assert_same_chains(with_mask, sample(net, x, "off", mask=mask, known=known, labels=1))
+    assert torch.equal(with_mask[..., :8], known.expand(4, -1, -1, -1)[..., :8])
+    assert any(name != "MainThread" for name, *_ in shares)
+
+
+def test_one_chain_or_one_thread_is_one_pass(shares):
+    net = net_with()
+    sample(net, chains(1), "on")
+    torch.set_num_threads(1)
+    sample(net, chains(4), "on")
+    assert shares == []
+
+
+def test_auto_never_times_a_net_too_small_to_matter(shares):
+    net, x = net_with(), chains(4)
+    assert net.pass_flops(x.shape) < cpu_split.MIN_FLOPS
+    sample(net, x, "auto", steps=40)
+    assert shares == [] and cpu_split.decision(net, x) is False
+
+
+@pytest.mark.parametrize("margin, expected", [(1e9, True), (0.0, False)])
+def test_auto_decides_from_the_loops_own_steps(monkeypatch, shares, margin, expected):
+    """Runs of 5 steps alternate, one pass first; the first run of each kind warms up; after two
+    timed runs of each the faster is kept. A loop that ends mid-trial leaves its progress to the
+    next, which starts its run afresh."""
+    monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
+    monkeypatch.setattr(cpu_split, "MARGIN", margin)  # 1e9: the split always wins; 0: never
+    net, x = net_with(), chains(4)
+    sample(net, x, "auto", steps=12)  # warm-ups (steps 1-5 one pass, 6-10 split), then 2 steps
+    assert cpu_split.decision(net, x) is None and len(shares) == 5 * 2  # 2 shares a step
+    got = sample(net, x, "auto", steps=30)  # the timed runs: 1-5 one, 6-10 split, 11-15, 16-20
+    assert cpu_split.decision(net, x) is expected
+    assert len(shares) == 5 * 2 + 10 * 2 + (10 * 2 if expected else 0)  # then the choice: 21-30
+    assert_same_chains(got, sample(net, x, "off", steps=30))
+    before = len(shares)
+    sample(net, x, "auto", steps=7)  # decided: no more trial
+    assert len(shares) - before == (7 * 2 if expected else 0)
+    torch.set_num_threads(3)  # another thread count: decided afresh
+    assert cpu_split.decision(net, x) is None
+
+
+def test_a_busy_pool_means_one_pass_not_a_wait(shares):
+    net, x = net_with(), chains(4)
+    with cpu_split._pool_lock:  # another caller is splitting
+        got = sample(net, x, "on")
+    assert shares == [] and torch.get_num_threads() == 2
+    assert_same_chains(got, sample(net, x, "off"))
+
+
+def test_a_failing_share_fails_the_call_and_leaves_the_pool_usable(monkeypatch):
+    net, x = net_with(), chains(4)
+    real = cpu_split._share
+
+    def fails_on_a_worker(*args):
+        if threading.current_thread().name != "MainThread":
+            raise RuntimeError("out of memory in a share")
+        return real(*args)
+
+    monkeypatch.setattr(cpu_split, "_share", fails_on_a_worker)
+    with pytest.raises(RuntimeError, match="out of memory in a share"):
+        sample(net, x, "on")
+    assert torch.get_num_threads() == 2 and not cpu_split._pool_lock.locked()
+    monkeypatch.setattr(cpu_split, "_share", real)
+    assert_same_chains(sample(net, x, "on"), sample(net, x, "off"))
+
+
+def test_the_policy_comes_from_gcn_cpu_split_and_a_bad_one_is_refused(monkeypatch):
+    cpu_split.set_policy(None)
+    monkeypatch.setenv("GCN_CPU_SPLIT", " Off ")
+    assert cpu_split.get_policy() == "off"
+    cpu_split.set_policy(None)
+    monkeypatch.setenv("GCN_CPU_SPLIT", "always")
+    with pytest.raises(ValueError, match="GCN_CPU_SPLIT must be one of auto, off, on, not 'always'"):
+        cpu_split.get_policy()
+    with pytest.raises(ValueError, match="must be one of auto, off, on, not 'fast'"):
+        cpu_split.set_policy("fast")
+    with pytest.raises(pydantic.ValidationError, match="cpu_split"):
+        Settings(cpu_split="always")
+    assert Settings(cpu_split="off").to_env()["GCN_CPU_SPLIT"] == "off"
+
+
+THREADS_AND_FORK = r"""
+import multiprocessing, threading, torch
+from models import EnergyNet, LangevinSampler, cpu_split, get_preset
+torch.set_num_threads(2)
+preset = get_preset("texture-fast").replace(image_size=16, layers=[[8, 5, 2, 2], [8, 3, 1, 1]])
+net = EnergyNet(preset, torch.Generator().manual_seed(0))
+x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 20
+
+def run(policy):
+    cpu_split.set_policy(policy)
+    return LangevinSampler(n_steps=4).sample(net, x, generator=torch.Generator().manual_seed(5))
+
+expected = run("off")
+run("on")  # starts the pool: its thread sets its own count to one
+seen = []
+t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+t.start(); t.join()
+print("fresh thread", seen[0], "caller", torch.get_num_threads())
+
+def child(queue):
+    queue.put((run("on") - expected).abs().max().item())
+
+ctx = multiprocessing.get_context("fork")
+queue = ctx.Queue()
+p = ctx.Process(target=child, args=(queue,))
+p.start()
+print("child diff", queue.get(timeout=60))
+p.join(10)
+print("child exit", p.exitcode)
+"""
+
+
+def test_workers_leave_new_threads_their_count_and_a_forked_child_gets_its_own_pool():
+    """torch hands a new thread the last count set by any thread; the workers set theirs to one.
+    A forked child (a prefork worker) has none of the parent's threads: it starts its own."""
+    out = subprocess.run([sys.executable, "-c", THREADS_AND_FORK], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "fresh thread 2 caller 2"
+    assert lines[1].startswith("child diff ") and float(lines[1].split()[-1]) < 1e-3
+    assert lines[2] == "child exit 0"
