@@ -56,6 +56,12 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
                     f"| {_f(v.get('speedup_vs_reference'), '{:.2f}x')} | {_f(agree, '{:.1e}')} "
                     f"| {min(loads):.1f}-{max(loads):.1f} |")
         out.append("")
+        splits = [f"{c['name']} {name}: {'split' if d['split'] else 'one pass'} "
+                  f"({d['loops']} loop{'' if d['loops'] == 1 else 's'} to decide)"
+                  for c in entry["cases"] for name, d in c.get("cpu_split", {}).items()]
+        if splits:
+            out += ["`models.cpu_split` under its policy, settled before the timed rounds (the trial's loops "
+                    "untimed): " + "; ".join(splits) + ".", ""]
         if "graph_vs_eager_rel_max" in entry:
             out += ["CUDA graph against eager (max rel. diff): " + ", ".join(
                 f"{k}: {v:.1e}" for k, v in entry["graph_vs_eager_rel_max"].items()), ""]

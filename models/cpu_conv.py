@@ -14,8 +14,10 @@ Policy (``GCN_CPU_CONV``, or ``set_policy``):
 - ``auto`` (default): the first time a shape is seen (at this thread count), both are timed
   on it and NNPACK is kept only if clearly faster (``MARGIN``); convolutions too small to matter
   (``MIN_FLOPS``) always use oneDNN, so tiny test nets never depend on a timing.
-- ``onednn``: never NNPACK. Results are then bitwise the same from run to run on one machine,
-  whatever the timings (the two differ at float rounding: ~1e-6 of the largest output).
+- ``onednn``: never NNPACK, and channels-last activations (``models.cpu_layout`` times nothing).
+  Results are then bitwise the same from run to run on one machine, whatever the timings (the
+  two differ at float rounding: ~1e-6 of the largest output); on several threads, with
+  ``GCN_CPU_SPLIT=off`` too (``models.cpu_split``).
 - ``nnpack``: NNPACK wherever it applies (tests use it to exercise that path on small nets).
 
 NNPACK applies to float32 CPU tensors outside autocast, with kernels of 4 to 16 pixels (3 x 3

@@ -18,8 +18,8 @@ Policy (``GCN_CPU_SPLIT``, or ``set_policy``):
 
 - ``auto`` (default): for each batch shape (with a net's layer shapes, the thread count, the
   precision and the kind of labels) the loop's own first steps alternate between one pass and
-  the split, timed (``_Trial``), and the split is kept only if clearly faster (``MARGIN``).
-  Steps too small to matter (``MIN_FLOPS``) never split, so tiny test nets never depend on a
+  the split, timed (``_Trial``; loops shorter than a run carry its progress over), and the split
+  is kept only if clearly faster (``MARGIN``). Steps too small to matter (``MIN_FLOPS``) never split, so tiny test nets never depend on a
   timing.
 - ``off``: one pass on all threads (with ``GCN_CPU_CONV=onednn``, bitwise reproducible).
 - ``on``: split wherever there are two chains and two threads (tests use it).
@@ -51,9 +51,10 @@ from .net import labels_kind
 POLICIES = ("auto", "off", "on")
 MIN_FLOPS = 100e6  # one step's convolutions (``EnergyNet.pass_flops``, whole batch)
 MARGIN = 0.9  # the split must take under 90 % of one pass's time
-TIMING_RUN = 5  # steps in a row of one kind while undecided
-TIMING_SKIP = 2  # of which the first are not timed (the switch, OpenMP threads still spinning)
-TIMING_ROUNDS = 2  # runs of each kind before deciding
+TIMING_RUN = 5  # steps in a row of one kind while undecided (they may span several loops)
+TIMING_SKIP = 2  # steps after each switch not timed (a new run or loop; OpenMP threads spinning)
+TIMING_ROUNDS = 2  # timed runs' worth of steps of each kind (``TIMING_RUN - TIMING_SKIP`` each)
+TIMING_MAX_RUNS = 40  # loops too short to time (a step or two each) decide for one pass after this
 
 _policy: Optional[str] = None  # None: GCN_CPU_SPLIT, read at the first step
 _choices: dict[tuple, bool] = {}
@@ -145,16 +146,19 @@ class _Trial:
     """``grad`` for a batch not yet decided under ``auto``: the loop's own steps alternate, in
     runs of ``TIMING_RUN``, between one pass (on the caller's threads) and the split (the caller
     on one thread). The first run of each kind is a warm-up (new worker threads, and
-    ``models.cpu_conv`` and ``models.cpu_layout`` timing new shapes on first sight); in the
-    others the first ``TIMING_SKIP`` steps pay for the switch (the caller's OpenMP threads spin on
-    for some milliseconds after its last parallel work) and the rest are timed. After
-    ``TIMING_ROUNDS`` timed runs of each the faster is kept, for this loop and every later one.
-    So the timing costs no extra passes and measures the steps as the loop really runs them; a
-    loop too short to finish leaves its progress to the next."""
+    ``models.cpu_conv`` and ``models.cpu_layout`` timing new shapes on first sight). After each
+    switch of the caller's thread count (a new run, or a new loop) the first ``TIMING_SKIP``
+    steps are not timed: the caller's OpenMP threads spin on for some milliseconds after its last
+    parallel work. Once each kind has ``TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP)`` timed steps
+    the faster is kept, for this loop and every later one. So the timing costs no extra passes
+    and measures the steps as the loop really runs them. A run's progress is kept across loops,
+    so loops shorter than a run (a benchmark's four steps) still get through the trial; loops
+    too short to time any step give up after ``TIMING_MAX_RUNS`` runs, for one pass."""
 
     def __init__(self, key: tuple, one_pass: Callable, split: Callable, threads: int):
         self.key, self.one_pass, self.split, self.threads = key, one_pass, split, threads
         self.mode: Optional[bool] = None  # what the caller's thread count is set for now
+        self.settled = 0  # steps since the caller's thread count was last set
 
     def __call__(self, x: torch.Tensor, labels=None) -> torch.Tensor:
         choice = _choices.get(self.key)
@@ -162,26 +166,36 @@ class _Trial:
             return self._run(choice, x, labels)
         state = _timings.setdefault(self.key, {"run": 0, "step": 0, False: [], True: []})
         split = state["run"] % 2 == 1
-        if split != self.mode:  # a new loop starts its run afresh
-            state["step"] = 0
         start = time.perf_counter()
         out = self._run(split, x, labels)
         elapsed = time.perf_counter() - start
-        if state["run"] >= 2 and state["step"] >= TIMING_SKIP:
+        if state["run"] >= 2 and self.settled >= TIMING_SKIP:
             state[split].append(elapsed)
+        self.settled += 1
         state["step"] += 1
         if state["step"] == TIMING_RUN:
             state["run"], state["step"] = state["run"] + 1, 0
-        if state["run"] == 2 * (TIMING_ROUNDS + 1):
-            _choices[self.key] = statistics.median(state[True]) < MARGIN * statistics.median(state[False])
-            del _timings[self.key]
+            _decide(self.key, state)
         return out
 
     def _run(self, split: bool, x: torch.Tensor, labels) -> torch.Tensor:
         if split != self.mode:
             torch.set_num_threads(1 if split else self.threads)
-            self.mode = split
+            self.mode, self.settled = split, 0
         return self.split(x, labels) if split else self.one_pass(x, labels)
+
+
+def _decide(key: tuple, state: dict) -> None:
+    """At the end of a trial's run: keep the split if it has enough timed steps of each kind and
+    its median is under ``MARGIN`` of one pass's; one pass if the loops never time enough."""
+    wanted = TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP)
+    if min(len(state[False]), len(state[True])) >= wanted:
+        _choices[key] = statistics.median(state[True]) < MARGIN * statistics.median(state[False])
+    elif state["run"] >= TIMING_MAX_RUNS:
+        _choices[key] = False
+    else:
+        return
+    del _timings[key]
 
 
 # ---- the passes -----------------------------------------------------------------------------

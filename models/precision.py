@@ -39,7 +39,8 @@ def use_amp(device_type: str, setting: str | None = None) -> bool:
     ``auto`` (default): on CUDA, and on CPUs that multiply bfloat16 in hardware (AMX or
     AVX512-BF16), where the time-to-quality race reached its threshold in the same number of
     iterations as in float32; float32 elsewhere. ``on`` forces it, ``off`` gives float32
-    everywhere (the paper's arithmetic; with ``GCN_CPU_CONV=onednn``, bitwise reproducible)."""
+    everywhere (the paper's arithmetic; with ``GCN_CPU_CONV=onednn`` and ``GCN_CPU_SPLIT=off``,
+    bitwise reproducible)."""
     setting = amp_setting(setting)
     if setting != "auto":
         return setting == "on"

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     cpu_conv: Literal["auto", "onednn", "nnpack"] = Field(
         "auto",
         description="CPU convolutions (models.cpu_conv): auto times NNPACK against oneDNN per shape; "
-        "onednn for bitwise run-to-run reproducibility.",
+        "onednn (with cpu_split off) for bitwise run-to-run reproducibility.",
     )
     cpu_split: Literal["auto", "off", "on"] = Field(
         "auto",

@@ -111,23 +111,51 @@ def test_auto_never_times_a_net_too_small_to_matter(shares):
 
 @pytest.mark.parametrize("margin, expected", [(1e9, True), (0.0, False)])
 def test_auto_decides_from_the_loops_own_steps(monkeypatch, shares, margin, expected):
-    """Runs of 5 steps alternate, one pass first; the first run of each kind warms up; after two
-    timed runs of each the faster is kept. A loop that ends mid-trial leaves its progress to the
-    next, which starts its run afresh."""
+    """Runs of 5 steps alternate, one pass first; the first run of each kind warms up; after
+    each switch (a new run or a new loop) 2 steps go untimed; with 6 timed steps of each kind
+    the faster is kept. A loop that ends mid-run leaves the run's progress to the next."""
     monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
     monkeypatch.setattr(cpu_split, "MARGIN", margin)  # 1e9: the split always wins; 0: never
     net, x = net_with(), chains(4)
     sample(net, x, "auto", steps=12)  # warm-ups (steps 1-5 one pass, 6-10 split), then 2 steps
     assert cpu_split.decision(net, x) is None and len(shares) == 5 * 2  # 2 shares a step
-    got = sample(net, x, "auto", steps=30)  # the timed runs: 1-5 one, 6-10 split, 11-15, 16-20
+    # the run of one pass goes on (steps 1-3, step 3 timed), then split 4-8 (6-8 timed), one
+    # 9-13 (11-13), split 14-18 (16-18), one 19-23: 7 and 6 timed steps, decided; the choice 24-30
+    got = sample(net, x, "auto", steps=30)
     assert cpu_split.decision(net, x) is expected
-    assert len(shares) == 5 * 2 + 10 * 2 + (10 * 2 if expected else 0)  # then the choice: 21-30
+    assert len(shares) == 5 * 2 + 10 * 2 + (7 * 2 if expected else 0)
     assert_same_chains(got, sample(net, x, "off", steps=30))
     before = len(shares)
     sample(net, x, "auto", steps=7)  # decided: no more trial
     assert len(shares) - before == (7 * 2 if expected else 0)
     torch.set_num_threads(3)  # another thread count: decided afresh
     assert cpu_split.decision(net, x) is None
+
+
+@pytest.mark.parametrize("margin, expected", [(1e9, True), (0.0, False)])
+def test_auto_decides_across_loops_shorter_than_a_run(monkeypatch, shares, margin, expected):
+    """Loops of 4 steps (a benchmark's repeats, a short sampling job) still reach a decision:
+    each times its steps after the first 2, and the runs carry on across loops."""
+    monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
+    monkeypatch.setattr(cpu_split, "MARGIN", margin)
+    net, x = net_with(), chains(4)
+    loops = 0
+    while cpu_split.decision(net, x) is None and loops < 30:
+        sample(net, x, "auto", steps=4)
+        loops += 1
+    assert cpu_split.decision(net, x) is expected
+    assert loops <= 15  # 10 warm-up steps, then about 2 timed steps in every loop of 4
+
+
+def test_auto_gives_up_for_one_pass_when_loops_are_too_short_to_time(monkeypatch, shares):
+    monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
+    monkeypatch.setattr(cpu_split, "MARGIN", 1e9)  # the split would win, were a step ever timed
+    net, x = net_with(), chains(4)
+    for _ in range(cpu_split.TIMING_RUN * cpu_split.TIMING_MAX_RUNS - 1):
+        sample(net, x, "auto", steps=1)  # each loop's only step follows a switch: never timed
+    assert cpu_split.decision(net, x) is None
+    sample(net, x, "auto", steps=1)
+    assert cpu_split.decision(net, x) is False
 
 
 def test_a_busy_pool_means_one_pass_not_a_wait(shares):

@@ -1,0 +1,109 @@
+"""Is splitting the chains across the cores faster, and does ``auto`` pick what is? Whole loops.
+
+    python -m bench.split_ab [--threads 2] [--rounds 8] [--cases texture@224x4,texture-fast@64x4]
+
+``models.cpu_split`` decides from a loop's own steps whether a batch of chains runs as one pass
+on all threads or as shares, one thread each. bench/langevin.py times it inside the
+whole benchmark; this times it alone, for each case in float32 and under bfloat16 autocast:
+whole sampling loops with ``GCN_CPU_SPLIT=off`` and ``on``, interleaved round by round (the first
+two rounds dropped as warm-up), then what ``auto`` decides after loops of the same length. Prints a
+markdown table; nothing is written. A few minutes on 2 cores (bf16 is emulated, and slow, on
+CPUs without bfloat16 hardware: ``--no-bf16`` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from models import PresetError, cpu_split, get_preset
+from models.langevin import LangevinSampler
+
+from . import common
+from .langevin import _model
+
+STEPS = {"texture": 6, "texture-fast": 40}  # steps a loop: about 0.5 s each on 2 cores
+
+
+def parse_case(text: str) -> tuple[str, int, int]:
+    """``texture@224x4`` -> ("texture", 224, 4)."""
+    try:
+        preset, rest = text.split("@")
+        size, chains = (int(v) for v in rest.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"case {text!r} is not PRESET@SIZExCHAINS (e.g. texture@224x4)") from None
+    try:
+        get_preset(preset)
+    except PresetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if size < 16 or chains < 2:
+        raise argparse.ArgumentTypeError(f"case {text!r}: the size must be 16 px or more and the chains 2 or more")
+    return preset, size, chains
+
+
+def time_case(preset: str, size: int, chains: int, amp: bool, rounds: int) -> dict:
+    model = _model(preset, size, chains, torch.device("cpu"))
+    net, p = model.net, model.preset
+    steps = STEPS.get(preset, 10)
+    x0 = torch.randn(chains, 3, size, size, generator=torch.Generator().manual_seed(3)) * 20
+    sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=steps, amp=amp)
+
+    def loop() -> float:
+        start = time.perf_counter()
+        sampler.sample(net, x0, generator=torch.Generator().manual_seed(5))
+        return time.perf_counter() - start
+
+    seconds: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for _ in range(rounds + 2):
+            for policy in seconds:
+                cpu_split.set_policy(policy)
+                seconds[policy].append(loop())
+        cpu_split.set_policy("auto")
+        cpu_split.forget_timings()
+        loops = 0
+        while cpu_split.decision(net, x0, amp) is None and loops < 100:
+            loop()
+            loops += 1
+        decided = cpu_split.decision(net, x0, amp)
+    finally:
+        cpu_split.set_policy(None)
+        cpu_split.forget_timings()
+    off, on = (statistics.median(seconds[k][2:]) for k in ("off", "on"))
+    return {"case": f"{preset}@{size} x{chains}", "amp": amp, "steps": steps, "one_pass_ms": off / steps * 1e3,
+            "split_ms": on / steps * 1e3, "ratio": on / off, "auto_split": decided, "auto_loops": loops}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.split_ab", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=common.usable_cores())
+    ap.add_argument("--rounds", type=int, default=8, help="timed rounds of each policy")
+    ap.add_argument("--cases", type=lambda s: [parse_case(c) for c in s.split(",")],
+                    default=[("texture", 224, 4), ("texture-fast", 64, 4)])
+    ap.add_argument("--no-bf16", action="store_true", help="float32 only")
+    args = ap.parse_args(argv)
+    if args.threads < 2:
+        ap.error("--threads must be 2 or more: one thread never splits")
+    if args.rounds < 1:
+        ap.error("--rounds must be 1 or more")
+    torch.set_num_threads(args.threads)
+    machine = common.machine(torch.device("cpu"))
+    print(f"{machine.get('cpu', 'CPU')}, {args.threads} threads, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"load average {common.load()}\n")
+    print("| case | precision | steps a loop | one pass ms/step | split ms/step | split / one pass | auto keeps | loops to decide |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset, size, chains in args.cases:
+        for amp in (False,) if args.no_bf16 else (False, True):
+            r = time_case(preset, size, chains, amp, args.rounds)
+            keeps = {True: "split", False: "one pass", None: "undecided"}[r["auto_split"]]
+            print(f"| {r['case']} | {'bf16 autocast' if amp else 'fp32'} | {r['steps']} | {r['one_pass_ms']:.1f} | "
+                  f"{r['split_ms']:.1f} | {r['ratio']:.2f} | {keeps} | {r['auto_loops']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
