@@ -35,12 +35,13 @@ one thread of it beats all of oneDNN's (on 2 AVX2 cores: the 224 px layers, not 
 from __future__ import annotations
 
 import functools
-import os
 import statistics
 import time
 
 import torch
 from torch.nn import functional as F
+
+from . import env_policy
 
 POLICIES = ("auto", "onednn", "nnpack")
 MIN_KERNEL, MAX_KERNEL = 4, 16
@@ -70,10 +71,7 @@ def forget_timings() -> None:
 def get_policy() -> str:
     global _policy
     if _policy is None:
-        policy = os.environ.get("GCN_CPU_CONV", "auto").strip().lower() or "auto"
-        if policy not in POLICIES:
-            raise ValueError(f"GCN_CPU_CONV must be one of {', '.join(POLICIES)}, not {policy!r}")
-        _policy = policy
+        _policy = env_policy.from_env("GCN_CPU_CONV", POLICIES)
     return _policy
 
 

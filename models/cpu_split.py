@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from . import cpu_conv
+from . import cpu_conv, env_policy
 from .net import labels_kind
 
 POLICIES = ("auto", "off", "on")
@@ -73,10 +73,7 @@ def set_policy(policy: Optional[str]) -> None:
 def get_policy() -> str:
     global _policy
     if _policy is None:
-        policy = os.environ.get("GCN_CPU_SPLIT", "auto").strip().lower() or "auto"
-        if policy not in POLICIES:
-            raise ValueError(f"GCN_CPU_SPLIT must be one of {', '.join(POLICIES)}, not {policy!r}")
-        _policy = policy
+        _policy = env_policy.from_env("GCN_CPU_SPLIT", POLICIES)
     return _policy
 
 
