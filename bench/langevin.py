@@ -16,6 +16,7 @@ on a GPU the texture preset with many chains), at each thread count asked for:
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, Callable
 
 import torch
@@ -100,23 +101,27 @@ def agreement(model: GenerativeModel, ref: ReferenceNet, x0: torch.Tensor, steps
     return float((a - b).abs().max() / a.abs().max())
 
 
-def settle_split(fns: dict[str, Callable[[], Any]], net, x0: torch.Tensor) -> dict[str, Any]:
+def settle_split(fns: dict[str, Callable[[], Any]], net, x0: torch.Tensor, budget_s: float) -> dict[str, Any]:
     """Run each variant that leaves ``models.cpu_split`` to its policy (``GCN_CPU_SPLIT``, auto by
-    default) until that has decided, so that the timed rounds see what a worker runs once its
-    first steps of a shape are behind it (the trial's 30-odd steps, half of them split, would
-    otherwise fall into the timed loops). Returns, per variant, the loops it took and whether it
-    splits."""
+    default) until that has decided, so that the agreement checks and the timed rounds see what a
+    worker runs once its first steps of a shape are behind it (the trial's steps, about 50 in
+    loops of 4 and half of them split, would otherwise fall into the timed loops). Gives up on a
+    variant after 100 loops or ``budget_s`` (bf16 emulated on CPUs without bfloat16 hardware is
+    slow). Returns, per variant, the policy, the loops it took and whether it splits (None:
+    undecided)."""
     settled: dict[str, Any] = {}
     if x0.device.type != "cpu" or min(x0.shape[0], torch.get_num_threads()) < 2:
         return settled  # nothing to split
     for name, flags in variants(x0.device).items():
         if flags.get("cpu_split") is not None:
             continue
-        amp, loops = flags.get("amp", False), 0
-        while cpu_split.decision(net, x0, amp) is None and loops < 100:
+        amp, loops, started = flags.get("amp", False), 0, time.monotonic()
+        while (cpu_split.decision(net, x0, amp) is None and loops < 100
+               and time.monotonic() - started < budget_s):
             fns[name]()
             loops += 1
-        settled[name] = {"loops": loops, "split": cpu_split.decision(net, x0, amp)}
+        settled[name] = {"policy": cpu_split.get_policy(), "loops": loops,
+                         "split": cpu_split.decision(net, x0, amp)}
     return settled
 
 
@@ -130,9 +135,6 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
     flops_step = common.langevin_step_flops(p.layers, (size, size)) * n
     out: dict[str, Any] = {**case, "depth": net.depth, "gflop_per_step": flops_step / 1e9, "variants": {}}
 
-    checks = {name: agreement(model, ref, x0, min(steps, 10), **flags) for name, flags in variants(device).items()}
-    out["agreement_rel_max"] = checks
-
     def make_sampler(flags):
         s = _sampler(p, steps, flags)
         return lambda: s(net, x0, torch.Generator(device).manual_seed(5))
@@ -141,7 +143,9 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
                                                    torch.Generator(device).manual_seed(5))}
     for name, flags in variants(device).items():
         fns[name] = make_sampler(flags)
-    out["cpu_split"] = settle_split(fns, net, x0)
+    out["cpu_split"] = settle_split(fns, net, x0, budget_s)
+    checks = {name: agreement(model, ref, x0, min(steps, 10), **flags) for name, flags in variants(device).items()}
+    out["agreement_rel_max"] = checks
     t = common.interleaved(fns, device, repeats, warmup=1, budget_s=budget_s)
     for name, timing in t.items():
         row = {

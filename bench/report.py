@@ -27,6 +27,14 @@ def machine_line(m: dict[str, Any]) -> str:
             f"Python {m['python']}; load average at start {m['load_avg']} (1, 5, 15 min); {m['date']}")
 
 
+def _split_choice(d: dict[str, Any]) -> str:
+    """What ``models.cpu_split`` ran in a settled variant (bench.langevin.settle_split)."""
+    if d.get("policy", "auto") != "auto":
+        return f"{'split' if d['split'] else 'one pass'} (GCN_CPU_SPLIT={d['policy']})"
+    choice = {True: "split", False: "one pass", None: "undecided"}[d["split"]]
+    return f"{choice} ({d['loops']} loop{'' if d['loops'] == 1 else 's'} of trial)"
+
+
 def langevin_tables(r: dict[str, Any]) -> list[str]:
     out = []
     for entry in r["by_threads"]:
@@ -56,12 +64,11 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
                     f"| {_f(v.get('speedup_vs_reference'), '{:.2f}x')} | {_f(agree, '{:.1e}')} "
                     f"| {min(loads):.1f}-{max(loads):.1f} |")
         out.append("")
-        splits = [f"{c['name']} {name}: {'split' if d['split'] else 'one pass'} "
-                  f"({d['loops']} loop{'' if d['loops'] == 1 else 's'} to decide)"
+        splits = [f"{c['name']} {name}: {_split_choice(d)}"
                   for c in entry["cases"] for name, d in c.get("cpu_split", {}).items()]
         if splits:
-            out += ["`models.cpu_split` under its policy, settled before the timed rounds (the trial's loops "
-                    "untimed): " + "; ".join(splits) + ".", ""]
+            out += ["`models.cpu_split` under its policy, settled before the agreement checks and the timed "
+                    "rounds (the trial's loops untimed): " + "; ".join(splits) + ".", ""]
         if "graph_vs_eager_rel_max" in entry:
             out += ["CUDA graph against eager (max rel. diff): " + ", ".join(
                 f"{k}: {v:.1e}" for k, v in entry["graph_vs_eager_rel_max"].items()), ""]

@@ -3,12 +3,12 @@
     python -m bench.split_ab [--threads 2] [--rounds 8] [--cases texture@224x4,texture-fast@64x4]
 
 ``models.cpu_split`` decides from a loop's own steps whether a batch of chains runs as one pass
-on all threads or as shares, one thread each. bench/langevin.py times it inside the
-whole benchmark; this times it alone, for each case in float32 and under bfloat16 autocast:
-whole sampling loops with ``GCN_CPU_SPLIT=off`` and ``on``, interleaved round by round (the first
-two rounds dropped as warm-up), then what ``auto`` decides after loops of the same length. Prints a
-markdown table; nothing is written. A few minutes on 2 cores (bf16 is emulated, and slow, on
-CPUs without bfloat16 hardware: ``--no-bf16`` skips it).
+on all threads or as shares, one thread each. bench/langevin.py times it inside the whole
+benchmark; this times it alone, for each case in float32 and under bfloat16 autocast: whole
+sampling loops with ``GCN_CPU_SPLIT=off`` and ``on``, interleaved round by round in alternating
+order (the first two rounds dropped as warm-up), then what ``auto`` decides after loops of the
+same length. Prints a markdown table; nothing is written. About 30 s on 2 cores of an AMD EPYC
+(bf16 is emulated, and slow, on CPUs without bfloat16 hardware: ``--no-bf16`` skips it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 
 from models import PresetError, cpu_split, get_preset
 from models.langevin import LangevinSampler
+from models.net import map_sizes
 
 from . import common
 from .langevin import _model
@@ -30,18 +31,20 @@ STEPS = {"texture": 6, "texture-fast": 40}  # steps a loop: about 0.5 s each on 
 
 
 def parse_case(text: str) -> tuple[str, int, int]:
-    """``texture@224x4`` -> ("texture", 224, 4)."""
+    """``texture@224x4`` -> ("texture", 224, 4); argparse's error for anything else."""
+    text = text.strip()
     try:
         preset, rest = text.split("@")
         size, chains = (int(v) for v in rest.split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"case {text!r} is not PRESET@SIZExCHAINS (e.g. texture@224x4)") from None
+    if chains < 2:
+        raise argparse.ArgumentTypeError(f"case {text!r}: 2 chains or more (one chain never splits)")
     try:
-        get_preset(preset)
-    except PresetError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if size < 16 or chains < 2:
-        raise argparse.ArgumentTypeError(f"case {text!r}: the size must be 16 px or more and the chains 2 or more")
+        p = get_preset(preset).replace(image_size=size, n_chains=chains)  # the preset's own limits
+        map_sizes(p.layers, size)  # and an image its layers can take
+    except (PresetError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"case {text!r}: {e}") from None
     return preset, size, chains
 
 
@@ -59,8 +62,8 @@ def time_case(preset: str, size: int, chains: int, amp: bool, rounds: int) -> di
 
     seconds: dict[str, list[float]] = {"off": [], "on": []}
     try:
-        for _ in range(rounds + 2):
-            for policy in seconds:
+        for r in range(rounds + 2):
+            for policy in ("off", "on") if r % 2 == 0 else ("on", "off"):  # neither always follows the other
                 cpu_split.set_policy(policy)
                 seconds[policy].append(loop())
         cpu_split.set_policy("auto")
@@ -80,14 +83,17 @@ def time_case(preset: str, size: int, chains: int, amp: bool, rounds: int) -> di
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.split_ab", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=common.usable_cores())
+    ap.add_argument("--threads", type=int, default=common.usable_cores(),
+                    help="torch threads (default: the usable cores, here %(default)s)")
     ap.add_argument("--rounds", type=int, default=8, help="timed rounds of each policy")
     ap.add_argument("--cases", type=lambda s: [parse_case(c) for c in s.split(",")],
-                    default=[("texture", 224, 4), ("texture-fast", 64, 4)])
+                    default=[("texture", 224, 4), ("texture-fast", 64, 4)],
+                    help="comma-separated PRESET@SIZExCHAINS (default: texture@224x4,texture-fast@64x4)")
     ap.add_argument("--no-bf16", action="store_true", help="float32 only")
     args = ap.parse_args(argv)
     if args.threads < 2:
-        ap.error("--threads must be 2 or more: one thread never splits")
+        ap.error(f"--threads must be 2 or more (it is {args.threads}"
+                 f"{', the usable cores here' if args.threads == common.usable_cores() else ''}): one thread never splits")
     if args.rounds < 1:
         ap.error("--rounds must be 1 or more")
     torch.set_num_threads(args.threads)

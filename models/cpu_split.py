@@ -19,8 +19,8 @@ Policy (``GCN_CPU_SPLIT``, or ``set_policy``):
 - ``auto`` (default): for each batch shape (with a net's layer shapes, the thread count, the
   precision and the kind of labels) the loop's own first steps alternate between one pass and
   the split, timed (``_Trial``; loops shorter than a run carry its progress over), and the split
-  is kept only if clearly faster (``MARGIN``). Steps too small to matter (``MIN_FLOPS``) never split, so tiny test nets never depend on a
-  timing.
+  is kept only if clearly faster (``MARGIN``). Steps too small to matter (``MIN_FLOPS``) never
+  split, so tiny test nets never depend on a timing.
 - ``off``: one pass on all threads (with ``GCN_CPU_CONV=onednn``, bitwise reproducible).
 - ``on``: split wherever there are two chains and two threads (tests use it).
 
@@ -54,7 +54,7 @@ MARGIN = 0.9  # the split must take under 90 % of one pass's time
 TIMING_RUN = 5  # steps in a row of one kind while undecided (they may span several loops)
 TIMING_SKIP = 2  # steps after each switch not timed (a new run or loop; OpenMP threads spinning)
 TIMING_ROUNDS = 2  # timed runs' worth of steps of each kind (``TIMING_RUN - TIMING_SKIP`` each)
-TIMING_MAX_RUNS = 40  # loops too short to time (a step or two each) decide for one pass after this
+TIMING_MAX_RUNS = 40  # loops that time too few steps decide for one pass after this many runs
 
 _policy: Optional[str] = None  # None: GCN_CPU_SPLIT, read at the first step
 _choices: dict[tuple, bool] = {}
@@ -84,13 +84,18 @@ def forget_timings() -> None:
 
 
 @contextlib.contextmanager
-def sharing(net, x: torch.Tensor, amp: bool = False, labels=None) -> Iterator[Callable[..., torch.Tensor]]:
+def sharing(net, x: torch.Tensor, amp: bool = False, labels=None,
+            steps: Optional[int] = None) -> Iterator[Callable[..., torch.Tensor]]:
     """For a loop of steps over chains shaped like ``x``: yields ``grad(x, labels)``, which
     returns df/dx of every chain (``net.score_and_grad_view``'s gradient, possibly a strided
     view), by one pass or by shares of the batch on the worker threads; while it splits, the
-    caller runs on one torch thread (module docstring)."""
+    caller runs on one torch thread (module docstring). ``steps``: how many the loop will take,
+    where known; a loop too short to time a step (``TIMING_SKIP`` or fewer) runs one pass and
+    leaves an undecided trial to a longer one."""
     shares, key = _plan(net, x, amp, labels)
     choice = _choices.get(key) if key is not None else shares > 1
+    if choice is None and steps is not None and steps <= TIMING_SKIP:
+        choice = False
     if shares < 2 or choice is False or not _pool_lock.acquire(blocking=False):
         yield one_pass_grad(net, amp)
         return
@@ -149,8 +154,9 @@ class _Trial:
     parallel work. Once each kind has ``TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP)`` timed steps
     the faster is kept, for this loop and every later one. So the timing costs no extra passes
     and measures the steps as the loop really runs them. A run's progress is kept across loops,
-    so loops shorter than a run (a benchmark's four steps) still get through the trial; loops
-    too short to time any step give up after ``TIMING_MAX_RUNS`` runs, for one pass."""
+    so loops shorter than a run (a benchmark's four steps) still get through the trial. Loops
+    known to be too short to time a step never enter it (``sharing``'s ``steps``); loops that
+    time too few steps end it for one pass (``_decide``)."""
 
     def __init__(self, key: tuple, one_pass: Callable, split: Callable, threads: int):
         self.key, self.one_pass, self.split, self.threads = key, one_pass, split, threads
@@ -184,11 +190,13 @@ class _Trial:
 
 def _decide(key: tuple, state: dict) -> None:
     """At the end of a trial's run: keep the split if it has enough timed steps of each kind and
-    its median is under ``MARGIN`` of one pass's; one pass if the loops never time enough."""
-    wanted = TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP)
-    if min(len(state[False]), len(state[True])) >= wanted:
+    its median is under ``MARGIN`` of one pass's; one pass if the loops time too few steps (none
+    of a kind after the runs a long loop would have timed, or not enough in ``TIMING_MAX_RUNS``)."""
+    wanted = max(1, TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP))
+    timed = min(len(state[False]), len(state[True]))
+    if timed >= wanted:
         _choices[key] = statistics.median(state[True]) < MARGIN * statistics.median(state[False])
-    elif state["run"] >= TIMING_MAX_RUNS:
+    elif state["run"] >= TIMING_MAX_RUNS or (timed == 0 and state["run"] >= 2 * (TIMING_ROUNDS + 1)):
         _choices[key] = False
     else:
         return

@@ -64,7 +64,7 @@ class LangevinSampler:
         ``x`` is not modified; the update is the one ``sample`` applies in place."""
         x = x.detach().clone()
         noise = torch.empty_like(x) if self.noise else None
-        with cpu_split.sharing(net, x, self.amp, labels) as grad:
+        with cpu_split.sharing(net, x, self.amp, labels, steps=1) as grad:
             self._step_(grad, x, noise, torch.empty_like(x), generator, mask, known, labels)
         return x
 
@@ -125,7 +125,7 @@ class LangevinSampler:
             return self._sample_graphed(net, x, steps, generator, callback, callback_every)
         noise = torch.empty_like(x) if self.noise else None
         work = torch.empty_like(x)
-        with cpu_split.sharing(net, x, self.amp, labels) as grad:  # on the CPU: maybe by shares
+        with cpu_split.sharing(net, x, self.amp, labels, steps) as grad:  # on the CPU: maybe by shares
             for t in range(1, steps + 1):
                 self._step_(grad, x, noise, work, generator, mask, known, labels)
                 if callback is not None and (t % callback_every == 0 or t == steps):

@@ -135,7 +135,8 @@ def test_auto_decides_from_the_loops_own_steps(monkeypatch, shares, margin, expe
 @pytest.mark.parametrize("margin, expected", [(1e9, True), (0.0, False)])
 def test_auto_decides_across_loops_shorter_than_a_run(monkeypatch, shares, margin, expected):
     """Loops of 4 steps (a benchmark's repeats, a short sampling job) still reach a decision:
-    each times its steps after the first 2, and the runs carry on across loops."""
+    the runs carry on across loops, and each loop times its steps from the third after a switch
+    of the caller's thread count (its start, or a new run within it)."""
     monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
     monkeypatch.setattr(cpu_split, "MARGIN", margin)
     net, x = net_with(), chains(4)
@@ -144,17 +145,37 @@ def test_auto_decides_across_loops_shorter_than_a_run(monkeypatch, shares, margi
         sample(net, x, "auto", steps=4)
         loops += 1
     assert cpu_split.decision(net, x) is expected
-    assert loops <= 15  # 10 warm-up steps, then about 2 timed steps in every loop of 4
+    assert loops <= 15  # 13: 10 warm-up steps, then 12 timed steps over loops 4-13
 
 
-def test_auto_gives_up_for_one_pass_when_loops_are_too_short_to_time(monkeypatch, shares):
+def test_loops_too_short_to_time_a_step_leave_the_trial_alone(monkeypatch, shares):
+    """A loop of 1 or 2 steps (``LangevinSampler.step``, a learner with T = 1) would time
+    nothing: it runs one pass and leaves the trial to a longer loop."""
     monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
     monkeypatch.setattr(cpu_split, "MARGIN", 1e9)  # the split would win, were a step ever timed
     net, x = net_with(), chains(4)
-    for _ in range(cpu_split.TIMING_RUN * cpu_split.TIMING_MAX_RUNS - 1):
-        sample(net, x, "auto", steps=1)  # each loop's only step follows a switch: never timed
-    assert cpu_split.decision(net, x) is None
-    sample(net, x, "auto", steps=1)
+    for _ in range(20):
+        sample(net, x, "auto", steps=2)
+        LangevinSampler(step_size=0.3).step(net, x, generator=torch.Generator().manual_seed(5))
+    assert shares == [] and cpu_split.decision(net, x) is None
+    sample(net, x, "auto", steps=30)  # a loop long enough decides
+    assert cpu_split.decision(net, x) is True
+
+
+def test_a_trial_that_times_nothing_ends_with_one_pass(monkeypatch, shares):
+    """A caller that does not say how many steps its loops take, each loop one step: after the
+    runs in which a long loop would have timed 6 steps of each kind, one pass is kept."""
+    monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
+    monkeypatch.setattr(cpu_split, "MARGIN", 1e9)
+    cpu_split.set_policy("auto")
+    net, x = net_with(), chains(4)
+    runs = 2 * (cpu_split.TIMING_ROUNDS + 1)
+    for _ in range(cpu_split.TIMING_RUN * runs - 1):
+        with cpu_split.sharing(net, x) as grad:
+            grad(x)  # each loop's only step follows a switch: never timed
+    assert cpu_split.decision(net, x) is None and len(shares) > 0  # the split runs were run
+    with cpu_split.sharing(net, x) as grad:
+        grad(x)
     assert cpu_split.decision(net, x) is False
 
 

@@ -1,0 +1,65 @@
+"""bench's handling of models.cpu_split: ``python -m bench.split_ab`` refuses bad arguments with a
+one-line error and exit 2, and the Langevin benchmark lets a trial finish before it times."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import langevin, report, split_ab
+from models import cpu_split
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "1"], "--threads must be 2 or more (it is 1"),
+    (["--rounds", "0"], "--rounds must be 1 or more"),
+    (["--threads", "2", "--cases", "texture224"], "is not PRESET@SIZExCHAINS"),
+    (["--threads", "2", "--cases", "nope@64x4"], "unknown preset 'nope'"),
+    (["--threads", "2", "--cases", "texture@64x1"], "2 chains or more"),
+    (["--threads", "2", "--cases", "texture@8x4"], "too small for layer 1"),
+    (["--threads", "2", "--cases", "texture-fast@9999x4"], "image_size must be between"),
+])
+def test_split_ab_refuses_bad_arguments_in_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        split_ab.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m bench.split_ab: error:") and message in err
+
+
+def test_split_ab_reads_cases_with_spaces():
+    assert split_ab.parse_case(" texture-fast@64x4") == ("texture-fast", 64, 4)
+
+
+def test_settle_split_runs_auto_variants_until_decided(monkeypatch):
+    """Only the variants left to the policy are run, each until ``decision`` answers."""
+    answers = {False: [None, None, True], True: [None, False]}  # by amp: bf16 decides sooner
+    monkeypatch.setattr(cpu_split, "decision", lambda net, x, amp: answers[amp][0])
+    monkeypatch.setattr(langevin, "variants", lambda device: {
+        "fp32": {"amp": False}, "bf16": {"amp": True}, "fp32, one pass": {"amp": False, "cpu_split": "off"}})
+    calls = []
+
+    def runner(name, amp):
+        def run():
+            calls.append(name)
+            if len(answers[amp]) > 1:
+                answers[amp].pop(0)
+        return run
+
+    fns = {"fp32": runner("fp32", False), "bf16": runner("bf16", True), "fp32, one pass": runner("off", False)}
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        settled = langevin.settle_split(fns, None, torch.zeros(4, 3, 8, 8), budget_s=60)
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert calls == ["fp32", "fp32", "bf16"]
+    assert settled["fp32"]["split"] is True and settled["fp32"]["loops"] == 2
+    assert settled["bf16"]["split"] is False and settled["bf16"]["loops"] == 1
+    assert "fp32, one pass" not in settled
+
+
+def test_the_report_names_an_undecided_trial_and_a_forced_policy():
+    assert report._split_choice({"policy": "auto", "loops": 100, "split": None}) == "undecided (100 loops of trial)"
+    assert report._split_choice({"policy": "auto", "loops": 1, "split": True}) == "split (1 loop of trial)"
+    assert report._split_choice({"policy": "off", "loops": 0, "split": False}) == "one pass (GCN_CPU_SPLIT=off)"
