@@ -1,13 +1,14 @@
 """Is splitting the chains across the cores faster, and does ``auto`` pick what is? Whole loops.
 
-    python -m bench.split_ab [--threads 2] [--rounds 8] [--cases texture@224x4,texture-fast@64x4]
+    python -m bench.split_ab [--threads 2] [--rounds 8] [--cases texture@224x4,texture-fast@64x4] [--memory]
 
 ``models.cpu_split`` decides from a loop's own steps whether a batch of chains runs as one pass
 on all threads or as shares, one thread each. bench/langevin.py times it inside the whole
 benchmark; this times it alone, for each case in float32 and under bfloat16 autocast: whole
 sampling loops with ``GCN_CPU_SPLIT=off`` and ``on``, interleaved round by round in alternating
 order (the first two rounds dropped as warm-up), then what ``auto`` decides after loops of the
-same length. Prints a markdown table; nothing is written. About 30 s on 2 cores of an AMD EPYC
+same length; with ``--memory``, the peak resident memory of a fresh process sampling the case
+under each policy. Prints a markdown table; nothing is written. About 30 s on 2 cores of an AMD EPYC
 (bf16 is emulated, and slow, on CPUs without bfloat16 hardware: ``--no-bf16`` skips it).
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -81,6 +84,33 @@ def time_case(preset: str, size: int, chains: int, amp: bool, rounds: int) -> di
             "split_ms": on / steps * 1e3, "ratio": on / off, "auto_split": decided, "auto_loops": loops}
 
 
+def child_peak_rss(preset: str, size: int, chains: int, amp: bool, policy: str) -> int:
+    """In a fresh process (``--child-rss``): two loops under ``policy``, then this process's peak
+    resident memory in MiB: Linux's VmHWM (``ru_maxrss`` would not do: a child started by fork and
+    exec inherits its parent's)."""
+    model = _model(preset, size, chains, torch.device("cpu"))
+    x0 = torch.randn(chains, 3, size, size, generator=torch.Generator().manual_seed(3)) * 20
+    p = model.preset
+    sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=STEPS.get(preset, 10), amp=amp)
+    cpu_split.set_policy(policy)
+    for _ in range(2):
+        sampler.sample(model.net, x0, generator=torch.Generator().manual_seed(5))
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    raise SystemExit("--memory needs Linux (/proc/self/status)")
+
+
+def peak_rss(preset: str, size: int, chains: int, amp: bool, policy: str, threads: int) -> int:
+    """Peak resident memory (MiB) of a process that only samples this case under ``policy``:
+    each policy in a process of its own, since a process's peak never comes down."""
+    cmd = [sys.executable, "-m", "bench.split_ab", "--threads", str(threads), "--cases",
+           f"{preset}@{size}x{chains}", "--child-rss", policy] + (["--child-amp"] if amp else [])
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                          check=True)
+    return int(done.stdout.split()[-1])
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.split_ab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=common.usable_cores(),
@@ -90,24 +120,39 @@ def main(argv: list[str]) -> int:
                     default=[("texture", 224, 4), ("texture-fast", 64, 4)],
                     help="comma-separated PRESET@SIZExCHAINS (default: texture@224x4,texture-fast@64x4)")
     ap.add_argument("--no-bf16", action="store_true", help="float32 only")
+    ap.add_argument("--memory", action="store_true",
+                    help="also the peak resident memory of a process running each policy (two processes a row)")
+    ap.add_argument("--child-rss", choices=("off", "on"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-amp", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads < 2:
         ap.error(f"--threads must be 2 or more (it is {args.threads}"
                  f"{', the usable cores here' if args.threads == common.usable_cores() else ''}): one thread never splits")
     if args.rounds < 1:
         ap.error("--rounds must be 1 or more")
+    if args.memory and not Path("/proc/self/status").exists():
+        ap.error("--memory reads Linux's /proc/self/status, which this machine does not have")
     torch.set_num_threads(args.threads)
+    if args.child_rss:
+        print(child_peak_rss(*args.cases[0], args.child_amp, args.child_rss))
+        return 0
     machine = common.machine(torch.device("cpu"))
     print(f"{machine.get('cpu', 'CPU')}, {args.threads} threads, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"load average {common.load()}\n")
-    print("| case | precision | steps a loop | one pass ms/step | split ms/step | split / one pass | auto keeps | loops to decide |")
-    print("|---|---|---|---|---|---|---|---|")
+    memory = " peak RSS MiB: one pass / split |" if args.memory else ""
+    print(f"| case | precision | steps a loop | one pass ms/step | split ms/step | split / one pass | auto keeps "
+          f"| loops to decide |{memory}")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.memory else ""))
     for preset, size, chains in args.cases:
         for amp in (False,) if args.no_bf16 else (False, True):
             r = time_case(preset, size, chains, amp, args.rounds)
             keeps = {True: "split", False: "one pass", None: "undecided"}[r["auto_split"]]
+            rss = ""
+            if args.memory:
+                off, on = (peak_rss(preset, size, chains, amp, policy, args.threads) for policy in ("off", "on"))
+                rss = f" {off} / {on} |"
             print(f"| {r['case']} | {'bf16 autocast' if amp else 'fp32'} | {r['steps']} | {r['one_pass_ms']:.1f} | "
-                  f"{r['split_ms']:.1f} | {r['ratio']:.2f} | {keeps} | {r['auto_loops']} |", flush=True)
+                  f"{r['split_ms']:.1f} | {r['ratio']:.2f} | {keeps} | {r['auto_loops']} |{rss}", flush=True)
     return 0
 
 

@@ -63,3 +63,14 @@ def test_the_report_names_an_undecided_trial_and_a_forced_policy():
     assert report._split_choice({"policy": "auto", "loops": 100, "split": None}) == "undecided (100 loops of trial)"
     assert report._split_choice({"policy": "auto", "loops": 1, "split": True}) == "split (1 loop of trial)"
     assert report._split_choice({"policy": "off", "loops": 0, "split": False}) == "one pass (GCN_CPU_SPLIT=off)"
+
+
+def test_split_ab_memory_comes_from_a_fresh_process_per_policy():
+    """--memory starts a process per policy and reads its own peak (VmHWM), not one inherited
+    from the parent: a parent that has just held a large tensor does not raise the figure."""
+    big = torch.ones(160 * 2**20, dtype=torch.uint8)  # 160 MiB in this process
+    big.fill_(1)
+    mib = split_ab.peak_rss("texture-fast", 32, 2, False, "on", threads=2)
+    del big
+    own = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]) // 1024
+    assert 20 < mib and mib < own  # this process's peak includes the 160 MiB; the child's does not
