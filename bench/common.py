@@ -28,6 +28,19 @@ from models import precision  # noqa: E402  (importable once ROOT is on the path
 OUT = ROOT / "bench" / "out"
 
 
+def proc_status_kib(field: str) -> int:
+    """A KiB field of Linux's /proc/self/status (``VmRSS``, ``VmHWM``: the resident set and its
+    high-water mark, which a process started by fork and exec does not inherit, unlike
+    ``ru_maxrss``); 0 where there is none."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 # ----------------------------------------------------------------------------- machine
 
 

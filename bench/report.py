@@ -27,12 +27,14 @@ def machine_line(m: dict[str, Any]) -> str:
             f"Python {m['python']}; load average at start {m['load_avg']} (1, 5, 15 min); {m['date']}")
 
 
+SPLIT_WORDS = {True: "split", False: "one pass", None: "undecided"}  # models.cpu_split.decision's answers
+
+
 def _split_choice(d: dict[str, Any]) -> str:
     """What ``models.cpu_split`` ran in a settled variant (bench.langevin.settle_split)."""
     if d.get("policy", "auto") != "auto":
-        return f"{'split' if d['split'] else 'one pass'} (GCN_CPU_SPLIT={d['policy']})"
-    choice = {True: "split", False: "one pass", None: "undecided"}[d["split"]]
-    return f"{choice} ({d['loops']} loop{'' if d['loops'] == 1 else 's'} of trial)"
+        return f"{SPLIT_WORDS[bool(d['split'])]} (GCN_CPU_SPLIT={d['policy']})"
+    return f"{SPLIT_WORDS[d['split']]} ({d['loops']} loop{'' if d['loops'] == 1 else 's'} of trial)"
 
 
 def langevin_tables(r: dict[str, Any]) -> list[str]:

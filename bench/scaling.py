@@ -17,19 +17,11 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import common
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device: str, threads: int) -> dict[str, Any]:
@@ -62,7 +54,7 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
-    rss_before = _status_kib("VmRSS")
+    rss_before = common.proc_status_kib("VmRSS")
     run(1)  # warm-up, and the memory peak
     times = []
     for _ in range(steps):
@@ -74,7 +66,7 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
     if dev.type == "cuda":
         peak_mib = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
     else:
-        peak_mib = (_status_kib("VmHWM") - rss_before) / 1024
+        peak_mib = (common.proc_status_kib("VmHWM") - rss_before) / 1024
     flops = common.langevin_step_flops(preset.layers, (size, size)) * chains
     s = statistics.median(times)
     return {"impl": impl, "preset": preset_name, "size": size, "chains": chains, "step_s": s, "step_s_all": times,

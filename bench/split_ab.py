@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -27,7 +26,7 @@ from models import PresetError, cpu_split, get_preset
 from models.langevin import LangevinSampler
 from models.net import map_sizes
 
-from . import common
+from . import common, report
 from .langevin import _model
 
 STEPS = {"texture": 6, "texture-fast": 40}  # steps a loop: about 0.5 s each on 2 cores
@@ -51,7 +50,9 @@ def parse_case(text: str) -> tuple[str, int, int]:
     return preset, size, chains
 
 
-def time_case(preset: str, size: int, chains: int, amp: bool, rounds: int) -> dict:
+def sampling_loop(preset: str, size: int, chains: int, amp: bool):
+    """(net, x0, steps, loop): a case's net and chains, and ``loop()``, one sampling loop of
+    ``steps`` steps returning its seconds."""
     model = _model(preset, size, chains, torch.device("cpu"))
     net, p = model.net, model.preset
     steps = STEPS.get(preset, 10)
@@ -62,6 +63,11 @@ def time_case(preset: str, size: int, chains: int, amp: bool, rounds: int) -> di
         start = time.perf_counter()
         sampler.sample(net, x0, generator=torch.Generator().manual_seed(5))
         return time.perf_counter() - start
+    return net, x0, steps, loop
+
+
+def time_case(preset: str, size: int, chains: int, amp: bool, rounds: int) -> dict:
+    net, x0, steps, loop = sampling_loop(preset, size, chains, amp)
 
     seconds: dict[str, list[float]] = {"off": [], "on": []}
     try:
@@ -88,17 +94,11 @@ def child_peak_rss(preset: str, size: int, chains: int, amp: bool, policy: str) 
     """In a fresh process (``--child-rss``): two loops under ``policy``, then this process's peak
     resident memory in MiB: Linux's VmHWM (``ru_maxrss`` would not do: a child started by fork and
     exec inherits its parent's)."""
-    model = _model(preset, size, chains, torch.device("cpu"))
-    x0 = torch.randn(chains, 3, size, size, generator=torch.Generator().manual_seed(3)) * 20
-    p = model.preset
-    sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma, n_steps=STEPS.get(preset, 10), amp=amp)
+    loop = sampling_loop(preset, size, chains, amp)[3]
     cpu_split.set_policy(policy)
     for _ in range(2):
-        sampler.sample(model.net, x0, generator=torch.Generator().manual_seed(5))
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) // 1024
-    raise SystemExit("--memory needs Linux (/proc/self/status)")
+        loop()
+    return common.proc_status_kib("VmHWM") // 1024
 
 
 def peak_rss(preset: str, size: int, chains: int, amp: bool, policy: str, threads: int) -> int:
@@ -106,8 +106,7 @@ def peak_rss(preset: str, size: int, chains: int, amp: bool, policy: str, thread
     each policy in a process of its own, since a process's peak never comes down."""
     cmd = [sys.executable, "-m", "bench.split_ab", "--threads", str(threads), "--cases",
            f"{preset}@{size}x{chains}", "--child-rss", policy] + (["--child-amp"] if amp else [])
-    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True, check=True)
     return int(done.stdout.split()[-1])
 
 
@@ -130,7 +129,7 @@ def main(argv: list[str]) -> int:
                  f"{', the usable cores here' if args.threads == common.usable_cores() else ''}): one thread never splits")
     if args.rounds < 1:
         ap.error("--rounds must be 1 or more")
-    if args.memory and not Path("/proc/self/status").exists():
+    if args.memory and not common.proc_status_kib("VmHWM"):
         ap.error("--memory reads Linux's /proc/self/status, which this machine does not have")
     torch.set_num_threads(args.threads)
     if args.child_rss:
@@ -146,7 +145,7 @@ def main(argv: list[str]) -> int:
     for preset, size, chains in args.cases:
         for amp in (False,) if args.no_bf16 else (False, True):
             r = time_case(preset, size, chains, amp, args.rounds)
-            keeps = {True: "split", False: "one pass", None: "undecided"}[r["auto_split"]]
+            keeps = report.SPLIT_WORDS[r["auto_split"]]
             rss = ""
             if args.memory:
                 off, on = (peak_rss(preset, size, chains, amp, policy, args.threads) for policy in ("off", "on"))
