@@ -61,8 +61,8 @@ def assert_close_to(got, expected):
         torch.testing.assert_close(a.double(), b, rtol=0, atol=1e-5 * scale)
 
 
-# a strided first layer (its input gradient in space-to-depth form: 4 x 4 filters over 8 -> 12
-# channels), a 5 x 5 stride-1 layer, and a 3 x 3 one (never NNPACK's)
+# a strided first layer (its forward and input gradient in space-to-depth form: 4 x 4 filters,
+# 12 <-> 8 channels), a 5 x 5 stride-1 layer, and a 3 x 3 one (never NNPACK's)
 LAYERS = [[8, 7, 2, 3], [8, 5, 1, 2], [6, 3, 1, 1]]
 
 
@@ -75,6 +75,7 @@ def test_nnpack_policy_gives_the_float64_score_and_gradient_and_uses_nnpack_wher
     cpu_conv.set_policy("nnpack")
     assert_close_to(net.score_and_grad(x), expected)
     assert sorted(nnpack_calls) == sorted([
+        ((8, 12, 4, 4), (0, 0)),  # layer 1 forward in space-to-depth form (net.space_to_depth_on_nnpack)
         ((8, 8, 5, 5), (2, 2)),  # layer 2 forward
         ((8, 8, 5, 5), (2, 2)),  # layer 2 input gradient: flipped, transposed filters, padding 5 - 1 - 2
         ((12, 8, 4, 4), (3, 3)),  # layer 1 input gradient in space-to-depth form
