@@ -110,12 +110,13 @@ def settle_split(fns: dict[str, Callable[[], Any]], net, x0: torch.Tensor, budge
     slow). Returns, per variant, the policy, the loops it took and whether it splits (None:
     undecided)."""
     settled: dict[str, Any] = {}
-    if x0.device.type != "cpu" or min(x0.shape[0], torch.get_num_threads()) < 2:
+    if x0.device.type != "cpu":
         return settled  # nothing to split
     for name, flags in variants(x0.device).items():
-        if flags.get("cpu_split") is not None:
+        amp = flags.get("amp", False)
+        if flags.get("cpu_split") is not None or not cpu_split.splittable(net, x0, amp):
             continue
-        amp, loops, started = flags.get("amp", False), 0, time.monotonic()
+        loops, started = 0, time.monotonic()
         while (cpu_split.decision(net, x0, amp) is None and loops < 100
                and time.monotonic() - started < budget_s):
             fns[name]()

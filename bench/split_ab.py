@@ -1,14 +1,15 @@
 """Is splitting the chains across the cores faster, and does ``auto`` pick what is? Whole loops.
 
-    python -m bench.split_ab [--threads 2] [--rounds 8] [--cases texture@224x4,texture-fast@64x4] [--memory]
+    python -m bench.split_ab [--threads 2] [--rounds 8] [--cases texture@224x1,texture@224x4] [--memory]
 
 ``models.cpu_split`` decides from a loop's own steps whether a batch of chains runs as one pass
-on all threads or as shares, one thread each. bench/langevin.py times it inside the whole
+on all threads or as shares, one thread each (chains, or for a single float32 chain each
+convolution's channels: ``models.channel_pass``). bench/langevin.py times it inside the whole
 benchmark; this times it alone, for each case in float32 and under bfloat16 autocast: whole
 sampling loops with ``GCN_CPU_SPLIT=off`` and ``on``, interleaved round by round in alternating
 order (the first two rounds dropped as warm-up), then what ``auto`` decides after loops of the
 same length; with ``--memory``, the peak resident memory of a fresh process sampling the case
-under each policy. Prints a markdown table; nothing is written. About 30 s on 2 cores of an AMD EPYC
+under each policy. Prints a markdown table; nothing is written. About 40 s on 2 cores of an AMD EPYC
 (bf16 is emulated, and slow, on CPUs without bfloat16 hardware: ``--no-bf16`` skips it).
 """
 
@@ -40,8 +41,8 @@ def parse_case(text: str) -> tuple[str, int, int]:
         size, chains = (int(v) for v in rest.split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"case {text!r} is not PRESET@SIZExCHAINS (e.g. texture@224x4)") from None
-    if chains < 2:
-        raise argparse.ArgumentTypeError(f"case {text!r}: 2 chains or more (one chain never splits)")
+    if chains < 1:
+        raise argparse.ArgumentTypeError(f"case {text!r}: 1 chain or more")
     try:
         p = get_preset(preset).replace(image_size=size, n_chains=chains)  # the preset's own limits
         map_sizes(p.layers, size)  # and an image its layers can take
@@ -116,8 +117,8 @@ def main(argv: list[str]) -> int:
                     help="torch threads (default: the usable cores, here %(default)s)")
     ap.add_argument("--rounds", type=int, default=8, help="timed rounds of each policy")
     ap.add_argument("--cases", type=lambda s: [parse_case(c) for c in s.split(",")],
-                    default=[("texture", 224, 4), ("texture-fast", 64, 4)],
-                    help="comma-separated PRESET@SIZExCHAINS (default: texture@224x4,texture-fast@64x4)")
+                    default=[("texture", 224, 1), ("texture", 224, 4), ("texture-fast", 64, 4)],
+                    help="comma-separated PRESET@SIZExCHAINS (default: texture@224x1,texture@224x4,texture-fast@64x4)")
     ap.add_argument("--no-bf16", action="store_true", help="float32 only")
     ap.add_argument("--memory", action="store_true",
                     help="also the peak resident memory of a process running each policy (two processes a row)")
@@ -144,6 +145,10 @@ def main(argv: list[str]) -> int:
     print("|---|---|---|---|---|---|---|---|" + ("---|" if args.memory else ""))
     for preset, size, chains in args.cases:
         for amp in (False,) if args.no_bf16 else (False, True):
+            if chains == 1 and amp:  # models.channel_pass serves float32 only
+                print(f"| {preset}@{size} x1 | bf16 autocast | - | - | - | - | never splits | - |"
+                      + (" - |" if args.memory else ""), flush=True)
+                continue
             r = time_case(preset, size, chains, amp, args.rounds)
             keeps = report.SPLIT_WORDS[r["auto_split"]]
             rss = ""

@@ -15,7 +15,7 @@ from models import cpu_split
     (["--rounds", "0"], "--rounds must be 1 or more"),
     (["--threads", "2", "--cases", "texture224"], "is not PRESET@SIZExCHAINS"),
     (["--threads", "2", "--cases", "nope@64x4"], "unknown preset 'nope'"),
-    (["--threads", "2", "--cases", "texture@64x1"], "2 chains or more"),
+    (["--threads", "2", "--cases", "texture@64x0"], "1 chain or more"),
     (["--threads", "2", "--cases", "texture@8x4"], "too small for layer 1"),
     (["--threads", "2", "--cases", "texture-fast@9999x4"], "image_size must be between"),
 ])
@@ -35,6 +35,7 @@ def test_settle_split_runs_auto_variants_until_decided(monkeypatch):
     """Only the variants left to the policy are run, each until ``decision`` answers."""
     answers = {False: [None, None, True], True: [None, False]}  # by amp: bf16 decides sooner
     monkeypatch.setattr(cpu_split, "decision", lambda net, x, amp: answers[amp][0])
+    monkeypatch.setattr(cpu_split, "splittable", lambda net, x, amp: True)
     monkeypatch.setattr(langevin, "variants", lambda device: {
         "fp32": {"amp": False}, "bf16": {"amp": True}, "fp32, one pass": {"amp": False, "cpu_split": "off"}})
     calls = []
@@ -74,3 +75,14 @@ def test_split_ab_memory_comes_from_a_fresh_process_per_policy():
     del big
     own = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]) // 1024
     assert 20 < mib and mib < own  # this process's peak includes the 160 MiB; the child's does not
+
+
+def test_settle_split_skips_what_never_splits(monkeypatch):
+    """A variant whose batch ``sharing`` cannot split (a single chain under bf16) is not run."""
+    monkeypatch.setattr(cpu_split, "splittable", lambda net, x, amp: not amp)
+    monkeypatch.setattr(cpu_split, "decision", lambda net, x, amp: True)
+    monkeypatch.setattr(langevin, "variants", lambda device: {"fp32": {"amp": False}, "bf16": {"amp": True}})
+    calls = []
+    settled = langevin.settle_split({"fp32": lambda: calls.append("fp32"), "bf16": lambda: calls.append("bf16")},
+                                    None, torch.zeros(1, 3, 8, 8), budget_s=60)
+    assert calls == [] and list(settled) == ["fp32"] and settled["fp32"]["split"] is True

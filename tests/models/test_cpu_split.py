@@ -94,12 +94,12 @@ def test_split_steps_with_a_label_per_chain_and_with_known_pixels(kind, shares):
     assert any(name != "MainThread" for name, *_ in shares)
 
 
-def test_one_chain_or_one_thread_is_one_pass(shares):
+def test_one_thread_is_one_pass_and_one_chain_is_not_cut_by_chains(shares):
     net = net_with()
-    sample(net, chains(1), "on")
+    sample(net, chains(1), "on")  # cut by channels instead (tests/models/test_channel_pass.py)
     torch.set_num_threads(1)
     sample(net, chains(4), "on")
-    assert shares == []
+    assert shares == [] and not cpu_split.splittable(net, chains(4))
 
 
 def test_auto_never_times_a_net_too_small_to_matter(shares):
