@@ -114,8 +114,10 @@ def settle_split(fns: dict[str, Callable[[], Any]], net, x0: torch.Tensor, budge
         return settled  # nothing to split
     for name, flags in variants(x0.device).items():
         amp = flags.get("amp", False)
-        if flags.get("cpu_split") is not None or not cpu_split.splittable(net, x0, amp):
+        if flags.get("cpu_split") is not None:
             continue
+        if cpu_split.get_policy() != "off" and not cpu_split.splittable(net, x0, amp):
+            continue  # nothing to split (GCN_CPU_SPLIT=off is reported as such)
         loops, started = 0, time.monotonic()
         while (cpu_split.decision(net, x0, amp) is None and loops < 100
                and time.monotonic() - started < budget_s):

@@ -11,15 +11,15 @@ pass is cut into shares, one a thread, each of which NNPACK may serve:
   computes its slice of the output and finishes that slice itself (ReLU on the way up; the
   ReLU mask of the layer below on the way down);
 - the bottom layer's input gradient has 3 output channels (the image's), too few to cut, so the
-  sum over its input channels is cut instead: each share takes its partial gradient to image
-  space (pixel shuffle and crop are linear) and the caller adds the partial gradients.
+  sum over its input channels is cut instead and the caller adds the shares' partial gradients
+  (reading them through the pixel shuffle's permutation, so that the shuffle costs no pass).
 
 The threads meet once a convolution (six times a step of a 3-layer net), some tens of
 microseconds against milliseconds of work. A strided layer's forward convolution runs in
 space-to-depth form where NNPACK takes that form (``models.net.space_to_depth_on_nnpack``, as
 in the one pass). Activations are NCHW, where a channel slice of one image is
 one block of memory. The numbers are those of ``EnergyNet.score_and_grad_view`` to float
-rounding (exactly so in float64: tests/models/test_channel_pass.py); as for any change of
+rounding (to 1e-10 in float64: tests/models/test_channel_pass.py); as for any change of
 algorithm, a ReLU whose input is within rounding of zero may switch, and the gradient then
 differs over that unit's receptive field.
 
@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from . import cpu_conv
-from .net import _decoder_weight, crop_to_input, space_to_depth_on_nnpack
+from .net import _decoder_weight, crop_to_input, decoder_padding, output_size, space_to_depth_on_nnpack
 
 Run = Callable[[Sequence[Callable[[], None]]], None]
 
@@ -60,7 +60,15 @@ def bounds(size: int, shares: int) -> list[tuple[int, int]]:
 @torch.no_grad()
 def score_and_grad(net, x: torch.Tensor, shares: int, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """f(x) per image and df/dx, as ``net.score_and_grad_view(x)`` gives them, with each
-    convolution cut into ``shares`` run by ``run`` (module docstring)."""
+    convolution cut into ``shares`` run by ``run`` (module docstring). Float32 (or float64),
+    outside autocast like the workers: a caller's autocast is switched off here."""
+    if not applies(net):
+        raise ValueError("channel_pass serves single-category nets of plain convolutions with equal strides")
+    with torch.autocast("cpu", enabled=False):
+        return _score_and_grad(net, x, shares, run)
+
+
+def _score_and_grad(net, x, shares, run):
     convs = list(net.convs[: net.depth])
     params = [(conv.weight, conv.bias) for conv in convs]
     h = x.detach().contiguous()
@@ -122,25 +130,22 @@ def _forward_top(h, conv, w, b, head, shares, run) -> tuple[torch.Tensor, torch.
 
 def _forward_form(h, conv, w):
     """(input, filters, convolve(x, w, b), output size) of a layer's forward convolution: in
-    space-to-depth form for a strided layer where NNPACK takes that form (the output may then
-    have extra rows and columns, for the caller to crop: ``space_to_depth_on_nnpack``), else as
-    the layer is."""
-    s, (ph, pw) = conv.stride[0], conv.padding
-    if s == 1:
-        size = (h.shape[-2] + 2 * ph - conv.kernel_size[0] + 1, h.shape[-1] + 2 * pw - conv.kernel_size[1] + 1)
-        return h, w, lambda xs, ws, bs: cpu_conv.conv2d(xs, ws, bs, conv.padding), size
+    space-to-depth form for a strided layer where NNPACK takes that form
+    (``models.net.space_to_depth_on_nnpack``: the output may then have extra rows and columns,
+    for the caller to crop; each slice is a stride-1 convolution, which ``models.cpu_conv``
+    times for its own shape), else as the layer is."""
+    if conv.stride == (1, 1):
+        return h, w, lambda xs, ws, bs: cpu_conv.conv2d(xs, ws, bs, conv.padding), output_size(h.shape[-2:], conv)
     form = space_to_depth_on_nnpack(h, conv, w)
     if form is not None:
-        return form[0], form[1], lambda xs, ws, bs: cpu_conv.nnpack_conv2d(xs, ws, bs, (0, 0)), form[2]
-    size = ((h.shape[-2] + 2 * ph - conv.kernel_size[0]) // s + 1, (h.shape[-1] + 2 * pw - conv.kernel_size[1]) // s + 1)
-    return h, w, lambda xs, ws, bs: F.conv2d(xs, ws, bs, conv.stride, conv.padding), size
+        return form[0], form[1], lambda xs, ws, bs: cpu_conv.conv2d(xs, ws, bs, (0, 0)), form[2]
+    return h, w, lambda xs, ws, bs: F.conv2d(xs, ws, bs, conv.stride, conv.padding), output_size(h.shape[-2:], conv)
 
 
 def _input_grad(g, conv, below, shares, run) -> torch.Tensor:
     """d<g, conv(x)>/dx masked by the ReLU pattern of ``below`` (the layer's input, a ReLU map,
     overwritten with the result), cut by the input's channels."""
-    s = conv.stride[0]
-    wt, padding = _decoder(conv)
+    s, wt, padding = conv.stride[0], _decoder_weight(conv), decoder_padding(conv)
 
     def finish(y, lo, hi):
         if s > 1:
@@ -156,8 +161,7 @@ def _bottom_input_grad(g, conv, size, shares, run) -> torch.Tensor:
     too few to cut, so the sum over ``g``'s channels is cut instead and the caller adds the
     shares' partial gradients; for a strided layer it adds them in space-to-depth form, read
     through the pixel shuffle's permutation, so that the shuffle costs no pass of its own."""
-    s = conv.stride[0]
-    wt, padding = _decoder(conv)
+    s, wt, padding = conv.stride[0], _decoder_weight(conv), decoder_padding(conv)
     cuts = bounds(g.shape[1], shares)
     parts: list = [None] * len(cuts)
 
@@ -180,15 +184,6 @@ def _bottom_input_grad(g, conv, size, shares, run) -> torch.Tensor:
     if s > 1:
         out = crop_to_input(out.view(n, c // (s * s), h * s, w * s), conv.padding, size)
     return out
-
-
-def _decoder(conv) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The layer's input gradient as a stride-1 convolution: the decoder's flipped filters
-    ([C_in * s * s, C_out, k', k'], space-to-depth form for stride s) and their padding."""
-    wt = _decoder_weight(conv)
-    if conv.stride[0] > 1:
-        return wt, (wt.shape[-2] - 1, wt.shape[-1] - 1)
-    return wt, (conv.kernel_size[0] - 1 - conv.padding[0], conv.kernel_size[1] - 1 - conv.padding[1])
 
 
 # ---- one convolution by shares ---------------------------------------------------------------

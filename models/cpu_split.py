@@ -25,7 +25,8 @@ Policy (``GCN_CPU_SPLIT``, or ``set_policy``):
   is kept only if clearly faster (``MARGIN``). Steps too small to matter (``MIN_FLOPS``) never
   split, so tiny test nets never depend on a timing.
 - ``off``: one pass on all threads (with ``GCN_CPU_CONV=onednn``, bitwise reproducible).
-- ``on``: split wherever there are two chains and two threads (tests use it).
+- ``on``: split wherever there are two threads and two chains, or one that
+  ``models.channel_pass`` serves (tests use it).
 
 Only the CPU splits, and only when the caller has two or more torch threads. The workers belong
 to one process-wide pool; a second caller that finds it busy runs one pass rather than wait. A
@@ -241,7 +242,10 @@ def _split_pass(workers: list["_Worker"], net, x: torch.Tensor, labels=None, *, 
 
 def _channel_pass(workers: list["_Worker"], net, x: torch.Tensor, labels=None) -> torch.Tensor:
     """The gradient of one chain, each convolution of its pass cut across the calling thread and
-    the workers (``models.channel_pass``; a single-category net, which ignores ``labels``)."""
+    the workers (``models.channel_pass``; a single-category net, which checks ``labels`` as the
+    one pass does, then ignores them)."""
+    if labels is not None:
+        net.check_labels(labels, x.shape[0], x.device)
     return channel_pass.score_and_grad(net, x, len(workers) + 1, functools.partial(_run, workers))[1]
 
 

@@ -413,26 +413,32 @@ def space_to_depth_on_nnpack(
     x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]] | None:
     """A strided layer's forward convolution as NNPACK can take it, where ``models.cpu_conv``
-    picks NNPACK for that form: (the input zero-padded, to a multiple of the stride too, and
-    pixel-unshuffled; ``space_to_depth_weight``'s filters; the output's size, to crop the
-    convolution's extra rows and columns to); else None. Why: on a 2-core Xeon, one thread, the
-    ``texture`` preset's first layer (15 x 15, stride 3, at 224 px) took 2.4 ms so against
-    4.6-4.8 ms by oneDNN's strided kernel."""
+    picks that (timed against oneDNN's strided kernel): (the input padded and pixel-unshuffled,
+    ``space_to_depth_weight``'s filters, the output's size, to crop the stride-1 convolution's
+    extra rows and columns to); else None. Why: on a 2-core Xeon, one thread, the ``texture``
+    preset's first layer (15 x 15, stride 3, at 224 px) took 2.4 ms so against 4.6-4.8 ms by
+    oneDNN's strided kernel."""
     (sh, sw), (ph, pw) = conv.stride, conv.padding
-    if sh != sw or conv.groups != 1 or conv.dilation != (1, 1) or (torch.is_grad_enabled() and x.requires_grad):
+    if (x.device.type != "cpu" or sh != sw or conv.groups != 1 or conv.dilation != (1, 1)
+            or not cpu_conv.use_nnpack_strided(x, weight.shape, sh, conv.padding)):
         return None
-    s, (kh, kw) = sh, weight.shape[-2:]
-    n, c, h, w = x.shape
-    hp, wp = -(-(h + 2 * ph) // s) * s, -(-(w + 2 * pw) // s) * s
-    ws_shape = torch.Size((weight.shape[0], c * s * s, -(-kh // s), -(-kw // s)))
-    shape_only = torch.empty((), dtype=x.dtype, device=x.device).expand(n, c * s * s, hp // s, wp // s)
-    if not cpu_conv.use_nnpack(shape_only, ws_shape, (0, 0)):
-        return None
-    padded = F.pad(x, (pw, wp - w - pw, ph, hp - h - ph)).contiguous()
-    # pixel_unshuffle by hand: a view and one copy, half its time here
-    xs = padded.view(n, c, hp // s, s, wp // s, s).permute(0, 1, 3, 5, 2, 4).reshape(n, c * s * s, hp // s, wp // s)
-    oh, ow = (h + 2 * ph - kh) // s + 1, (w + 2 * pw - kw) // s + 1
-    return xs, space_to_depth_weight(weight, s).contiguous(), (oh, ow)
+    return (cpu_conv.space_to_depth(x, sh, conv.padding), space_to_depth_weight(weight, sh).contiguous(),
+            output_size(x.shape[-2:], conv))
+
+
+def output_size(size: tuple[int, int], conv: nn.Conv2d) -> tuple[int, int]:
+    """The output map's (H, W) of ``conv`` for an input of ``size``."""
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    return (size[0] + 2 * ph - kh) // sh + 1, (size[1] + 2 * pw - kw) // sw + 1
+
+
+def decoder_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """The padding of ``conv``'s input gradient as a stride-1 convolution with the decoder's
+    flipped filters (``_decoder_weight``): k - 1 - p at stride 1, k' - 1 in space-to-depth form."""
+    (kh, kw), (ph, pw), s = conv.kernel_size, conv.padding, conv.stride[0]
+    if s == 1:
+        return kh - 1 - ph, kw - 1 - pw
+    return -(-kh // s) - 1, -(-kw // s) - 1
 
 
 def conv_input_grad(
@@ -457,13 +463,13 @@ def conv_input_grad(
                                           conv.groups)
     if sh == 1:
         kh, kw = w.shape[-2:]
-        flipped_padding = (kh - 1 - ph, kw - 1 - pw)
+        flipped_padding = decoder_padding(conv)
         if cpu_conv.use_nnpack(g, torch.Size((w.shape[1], w.shape[0], kh, kw)), flipped_padding):
             return cpu_conv.nnpack_conv2d(g, _decoder_weight(conv, weight), None, flipped_padding)
         return F.conv_transpose2d(g, w, None, 1, (ph, pw))
     s = sh
     wt = _decoder_weight(conv, weight)  # [C_in * s * s, C_out, k', k'], flipped
-    gi = F.pixel_shuffle(cpu_conv.conv2d(g, wt, None, (wt.shape[-2] - 1, wt.shape[-1] - 1)), s)
+    gi = F.pixel_shuffle(cpu_conv.conv2d(g, wt, None, decoder_padding(conv)), s)
     return crop_to_input(gi, conv.padding, size)
 
 

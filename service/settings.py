@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     cpu_split: Literal["auto", "off", "on"] = Field(
         "auto",
         description="CPU Langevin steps (models.cpu_split): auto times one pass against the chains split "
-        "across the cores, one thread each; off always one pass.",
+        "across the cores, one thread each (a single float32 chain: its convolutions' channels); off always "
+        "one pass.",
     )
     amp: Literal["auto", "on", "off"] = Field(
         "auto",

@@ -210,3 +210,21 @@ def test_a_failing_slice_fails_the_step_and_leaves_the_pool_usable(monkeypatch, 
     monkeypatch.setattr(cpu_conv, "conv2d", real)
     one = sample(net, x, "off")
     torch.testing.assert_close(sample(net, x, "on"), one, rtol=0, atol=1e-5 * one.abs().max().item())
+
+
+def test_labels_are_checked_and_direct_calls_it_does_not_serve_are_refused(two_threads):
+    net, x = net_with([[8, 5, 2, 2], [6, 3, 1, 1]], dtype=torch.float32), image(dtype=torch.float32)
+    cpu_split.set_policy("on")
+    with pytest.raises(ValueError, match="categories in"):
+        LangevinSampler(n_steps=3).step(net, x, labels=torch.tensor([4]))
+    with pytest.raises(ValueError, match="single-category"):
+        channel_pass.score_and_grad(net_with([[8, 5, 2, 2], [6, 3, 1, 1]], categories=3), image(), 2, serial)
+
+
+def test_a_callers_autocast_is_switched_off_on_every_share():
+    net = net_with([[8, 5, 2, 2], [6, 3, 1, 1]], dtype=torch.float32)
+    x = image(dtype=torch.float32)
+    expected = channel_pass.score_and_grad(net, x, 2, serial)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = channel_pass.score_and_grad(net, x, 2, serial)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))

@@ -117,7 +117,7 @@ def test_auto_times_each_shape_once_and_never_times_small_convolutions(monkeypat
     cpu_conv.set_policy("auto")
     small = torch.zeros(1, 4, 8, 8), torch.zeros(4, 4, 5, 5)
     big = torch.zeros(2, 32, 32, 32), torch.zeros(32, 32, 5, 5)
-    flops = [cpu_conv._flops(x, w.shape, (2, 2)) for x, w in (small, big)]
+    flops = [cpu_conv._flops(x.shape, w.shape, (2, 2)) for x, w in (small, big)]
     assert flops[0] < cpu_conv.MIN_FLOPS <= flops[1]
 
     verdict = False
@@ -155,6 +155,40 @@ def test_auto_times_each_shape_once_and_never_times_small_convolutions(monkeypat
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not cpu_conv.use_nnpack(big[0].detach(), big_w.shape, (2, 2))
     assert len(timings) == 3 and nnpack_calls == []
+
+
+@needs_nnpack
+def test_a_strided_layer_is_timed_in_space_to_depth_form_against_onednns_strided_kernel(monkeypatch):
+    """``use_nnpack_strided`` times NNPACK on the padded, unshuffled input (the copy included)
+    against oneDNN's strided convolution of the input itself, once per shape; the form computes
+    the strided convolution."""
+    x = torch.randn(1, 3, 50, 50, generator=torch.Generator().manual_seed(4))
+    w = torch.randn(16, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    xs = cpu_conv.space_to_depth(x, 3, (2, 2))
+    torch.testing.assert_close(xs, F.pixel_unshuffle(F.pad(x, (2, 2, 2, 2)), 3), rtol=0, atol=0)
+    ws = torch.zeros(16, 27, 4, 4)
+    ws.view(16, 3, 3, 3, 4, 4).copy_(w.view(16, 3, 4, 3, 4, 3).permute(0, 1, 3, 5, 2, 4))  # [o, c, i, j, a, b]
+    direct = F.conv2d(x, w, None, 3, 2)
+    torch.testing.assert_close(F.conv2d(xs, ws)[..., :direct.shape[-2], :direct.shape[-1]], direct, rtol=0,
+                               atol=1e-5 * direct.abs().max().item())
+
+    runs = []
+
+    def faster(x, weight_shape, padding, by_onednn, by_nnpack):
+        runs.append((tuple(weight_shape), padding))
+        probe, weight = torch.zeros_like(x), torch.zeros(weight_shape)
+        assert by_onednn(probe, weight).shape == direct.shape  # oneDNN's strided kernel on x itself
+        assert by_nnpack(probe, weight).shape[-2:] == (15, 15)  # NNPACK, 4 x 4 over the 18 x 18 unshuffled input
+        return True
+
+    monkeypatch.setattr(cpu_conv, "_nnpack_is_faster", faster)
+    monkeypatch.setattr(cpu_conv, "MIN_FLOPS", 0)
+    cpu_conv.set_policy("auto")
+    assert cpu_conv.use_nnpack_strided(x, w.shape, 3, (2, 2)) and cpu_conv.use_nnpack_strided(x, w.shape, 3, (2, 2))
+    assert runs == [((16, 27, 4, 4), (0, 0))]  # timed once; filters of 4 x 4 after the unshuffle...
+    assert not cpu_conv.use_nnpack_strided(x, torch.Size((16, 3, 6, 6)), 3, (2, 2))  # ...2 x 2: not NNPACK's
+    cpu_conv.set_policy("onednn")
+    assert not cpu_conv.use_nnpack_strided(x, w.shape, 3, (2, 2))
 
 
 def test_a_failing_nnpack_falls_back_to_onednn_and_is_not_asked_again(monkeypatch):

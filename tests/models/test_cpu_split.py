@@ -97,6 +97,7 @@ def test_split_steps_with_a_label_per_chain_and_with_known_pixels(kind, shares):
 def test_one_thread_is_one_pass_and_one_chain_is_not_cut_by_chains(shares):
     net = net_with()
     sample(net, chains(1), "on")  # cut by channels instead (tests/models/test_channel_pass.py)
+    assert cpu_split.splittable(net, chains(1)) and cpu_split.decision(net, chains(1)) is True
     torch.set_num_threads(1)
     sample(net, chains(4), "on")
     assert shares == [] and not cpu_split.splittable(net, chains(4))
