@@ -124,18 +124,7 @@ def test_bounds_are_even_and_never_empty():
     assert channel_pass.bounds(1, 2) == [(0, 1)]
 
 
-# ---- through models.cpu_split: one chain on two threads ----------------------------------------
-@pytest.fixture
-def two_threads():
-    threads, policy = torch.get_num_threads(), cpu_split._policy
-    cpu_split.forget_timings()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
-    cpu_split.set_policy(policy)
-    cpu_split.forget_timings()
-
-
+# ---- through models.cpu_split: one chain on two threads (``two_threads``: tests/models/conftest.py)
 @pytest.fixture
 def passes(monkeypatch):
     """The thread names of every convolution slice the channel pass runs, by pass."""

@@ -18,16 +18,7 @@ from service.settings import Settings
 LAYERS = [[8, 5, 2, 2], [8, 3, 1, 1]]
 
 
-@pytest.fixture(autouse=True)
-def two_threads():
-    """Two torch threads in the caller (the test processes run with one), a fresh policy."""
-    threads, policy = torch.get_num_threads(), cpu_split._policy
-    cpu_split.forget_timings()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
-    cpu_split.set_policy(policy)
-    cpu_split.forget_timings()
+pytestmark = pytest.mark.usefixtures("two_threads")  # tests/models/conftest.py
 
 
 @pytest.fixture
