@@ -93,10 +93,9 @@ def sharing(net, x: torch.Tensor, amp: bool = False, labels=None,
     """For a loop of steps over chains shaped like ``x``: yields ``grad(x, labels)``, which
     returns df/dx of every chain (``net.score_and_grad_view``'s gradient, possibly a strided
     view), by one pass or by shares of the batch (of one chain's convolutions) on the worker
-    threads; while it splits, the
-    caller runs on one torch thread (module docstring). ``steps``: how many the loop will take,
-    where known; a loop too short to time a step (``TIMING_SKIP`` or fewer) runs one pass and
-    leaves an undecided trial to a longer one."""
+    threads; while it splits, the caller runs on one torch thread (module docstring). ``steps``:
+    how many the loop will take, where known; a loop too short to time a step (``TIMING_SKIP``
+    or fewer) runs one pass and leaves an undecided trial to a longer one."""
     shares, key, by_channels = _plan(net, x, amp, labels)
     choice = _choices.get(key) if key is not None else shares > 1
     if choice is None and steps is not None and steps <= TIMING_SKIP:

@@ -418,7 +418,7 @@ def space_to_depth_on_nnpack(
     extra rows and columns to); else None. Why: on a 2-core Xeon, one thread, the ``texture``
     preset's first layer (15 x 15, stride 3, at 224 px) took 2.4 ms so against 4.6-4.8 ms by
     oneDNN's strided kernel."""
-    (sh, sw), (ph, pw) = conv.stride, conv.padding
+    sh, sw = conv.stride
     if (x.device.type != "cpu" or sh != sw or conv.groups != 1 or conv.dilation != (1, 1)
             or not cpu_conv.use_nnpack_strided(x, weight.shape, sh, conv.padding)):
         return None
