@@ -12,6 +12,13 @@ timed in both formats and NCHW kept only if clearly faster (``MARGIN``).
 Only float32 CPU passes choose: under autocast, on a GPU, for passes too small to matter
 (``MIN_FLOPS``) and with ``GCN_CPU_CONV=onednn`` (whose promise is bitwise the same results run
 to run) the activations stay channels-last. Both formats give the same numbers to float rounding.
+
+The same goes for the batch itself (``one_at_a_time``): NNPACK serves one image faster than a
+batch at 224 px on a 2-core Xeon (one thread, 4 chains of ``texture``: 113 ms a pass in one
+batch, 92 ms one chain at a time, 131 ms in two batches of 2) but not at 64 px (``texture-fast``,
+4.3 against 6.6 ms). So a float32 pass over several chains large enough to matter
+(``EACH_MIN_FLOPS``) is timed once per shape both ways, and runs chain by chain only if that is
+clearly faster (``EACH_MARGIN``); each chain's numbers are then those of its own pass.
 """
 
 from __future__ import annotations
@@ -26,14 +33,18 @@ from . import cpu_conv
 
 MIN_FLOPS = 50e6  # one pass's convolutions: below this a pass costs well under a millisecond
 MARGIN = 0.95  # NCHW must take under 95 % of channels-last's time
+EACH_MIN_FLOPS = 1e9  # a batch's pass: below this (a few ms) not worth timing chain by chain
+EACH_MARGIN = 0.9  # chain by chain must take under 90 % of the batch's time
 TIMING_ROUNDS = 3
 
 _choices: dict[tuple, torch.memory_format] = {}
+_one_at_a_time: dict[tuple, bool] = {}
 
 
 def forget_timings() -> None:
     """Drop every choice: the next pass of each shape is timed again."""
     _choices.clear()
+    _one_at_a_time.clear()
 
 
 def choose(net, x: torch.Tensor, low: torch.dtype | None, run: Callable[[torch.memory_format], object],
@@ -53,16 +64,40 @@ def choose(net, x: torch.Tensor, low: torch.dtype | None, run: Callable[[torch.m
     return choice
 
 
+def one_at_a_time(net, x: torch.Tensor, low: torch.dtype | None, whole: Callable[[], object],
+                  each: Callable[[], object], labels_kind: str = "none") -> bool:
+    """Whether this pass of ``net`` over the chains ``x`` should run them one at a time (module
+    docstring); ``whole()`` and ``each()`` run it both ways, timed only the first time a batch
+    shape is seen. Never for one chain, under autocast, on a GPU or with ``GCN_CPU_CONV=onednn``."""
+    if (x.shape[0] < 2 or x.device.type != "cpu" or x.dtype != torch.float32 or low is not None
+            or cpu_conv.get_policy() == "onednn"):
+        return False
+    key = (tuple(x.shape), net.cost_key(), labels_kind, torch.get_num_threads(), cpu_conv.get_policy())
+    choice = _one_at_a_time.get(key)
+    if choice is None:
+        choice = net.pass_flops(x.shape) >= EACH_MIN_FLOPS and _each_is_faster(whole, each)
+        _one_at_a_time[key] = choice
+    return choice
+
+
 def _nchw_is_faster(run: Callable[[torch.memory_format], object]) -> bool:
-    """Both formats on the pass itself, alternating, medians of a few rounds after a warm-up
-    (which also makes ``models.cpu_conv``'s choices for the layers in each format)."""
-    formats = (torch.channels_last, torch.contiguous_format)
-    times: dict[torch.memory_format, list[float]] = {f: [] for f in formats}
-    for fmt in formats:
-        run(fmt)
+    """Both formats on the pass itself (which also makes ``models.cpu_conv``'s choices for the
+    layers in each format)."""
+    return _faster(lambda: run(torch.contiguous_format), lambda: run(torch.channels_last), MARGIN)
+
+
+def _each_is_faster(whole: Callable[[], object], each: Callable[[], object]) -> bool:
+    return _faster(each, whole, EACH_MARGIN)
+
+
+def _faster(a: Callable[[], object], b: Callable[[], object], margin: float) -> bool:
+    """Whether ``a`` takes under ``margin`` of ``b``'s time: alternating, medians of a few rounds
+    after a warm-up of each."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    a(), b()
     for _ in range(TIMING_ROUNDS):
-        for fmt in formats:
+        for is_a, run in ((True, a), (False, b)):
             start = time.perf_counter()
-            run(fmt)
-            times[fmt].append(time.perf_counter() - start)
-    return statistics.median(times[torch.contiguous_format]) < MARGIN * statistics.median(times[torch.channels_last])
+            run()
+            times[is_a].append(time.perf_counter() - start)
+    return statistics.median(times[True]) < margin * statistics.median(times[False])

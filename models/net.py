@@ -242,8 +242,19 @@ class EnergyNet(nn.Module):
                 def run(fmt):
                     return self._score_and_input_grad_categories(x, labels, fmt)
             kind = labels_kind(labels if self.categories > 1 else None)  # one category ignores them
-            f, g = run(cpu_layout.choose(self, x, _cpu_autocast_dtype(x), run, kind))
+            low = _cpu_autocast_dtype(x)
+            fmt = cpu_layout.choose(self, x, low, run, kind)
+            if cpu_layout.one_at_a_time(self, x, low, lambda: run(fmt), lambda: self._one_at_a_time(x, labels), kind):
+                f, g = self._one_at_a_time(x, labels)
+            else:
+                f, g = run(fmt)
         return f.to(x.dtype), g.to(x.dtype)
+
+    def _one_at_a_time(self, x: torch.Tensor, labels: torch.Tensor | int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float32 pass chain by chain (``models.cpu_layout.one_at_a_time``), each its own pass."""
+        parts = [self.score_and_grad_view(x[i : i + 1], labels=labels[i : i + 1] if isinstance(labels, torch.Tensor)
+                                          else labels) for i in range(x.shape[0])]
+        return torch.cat([f for f, _ in parts]), torch.cat([g for _, g in parts])
 
     def score_and_grad_autograd(
         self, x: torch.Tensor, amp: bool = False, labels: torch.Tensor | int | None = None

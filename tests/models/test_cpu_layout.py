@@ -119,3 +119,70 @@ def test_channels_last_without_a_timing_where_it_is_promised(timings, formats, m
     assert net.pass_flops(x.shape) < cpu_layout.MIN_FLOPS
     net.score_and_grad(x)  # too small to matter
     assert calls == [] and set(formats) == {"channels_last"}
+
+
+# ---- chain by chain -------------------------------------------------------------------------
+@pytest.fixture
+def each_timings(monkeypatch):
+    """Every chain-by-chain timing made, answering as ``faster["each"]`` says; no pass too small."""
+    calls, faster = [], {"each": True}
+
+    def fake(whole, each):
+        calls.append((whole, each))
+        return faster["each"]
+
+    monkeypatch.setattr(cpu_layout, "_each_is_faster", fake)
+    monkeypatch.setattr(cpu_layout, "EACH_MIN_FLOPS", 0)
+    return calls, faster
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """The batch size of every pass run (``_score_and_input_grad`` and its categories twin)."""
+    sizes = []
+    for name in ("_score_and_input_grad", "_score_and_input_grad_categories"):
+        real = getattr(EnergyNet, name)
+
+        def spy(self, x, *args, _real=real):
+            sizes.append(x.shape[0])
+            return _real(self, x, *args)
+
+        monkeypatch.setattr(EnergyNet, name, spy)
+    return sizes
+
+
+@pytest.mark.parametrize("kind, categories, labels", [
+    ("texture", 1, None), ("texture", 3, torch.tensor([2, 0, 1])), ("object", 3, torch.tensor([1, 1, 2])),
+    ("texture", 3, 2)])
+def test_chain_by_chain_gives_each_chain_its_own_pass(each_timings, passes, kind, categories, labels):
+    calls, faster = each_timings
+    net, x = net_with(categories, kind), batch()
+    faster["each"] = False
+    batched = net.score_and_grad(x, labels=labels)
+    assert len(calls) == 1 and passes[-1] == 3  # timed; the batch kept
+    cpu_layout.forget_timings()
+    faster["each"] = True
+    passes.clear()
+    got = net.score_and_grad(x, labels=labels)
+    assert len(calls) == 2 and passes[-3:] == [1, 1, 1]  # timed again, then one chain at a time
+    for a, b in zip(got, batched):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5 * b.abs().max().item())
+    for i in range(3):  # each chain's numbers are those of its own pass
+        one = net.score_and_grad(x[i : i + 1], labels=labels[i : i + 1] if isinstance(labels, torch.Tensor) else labels)
+        assert torch.equal(got[0][i : i + 1], one[0]) and torch.equal(got[1][i : i + 1], one[1])
+    net.score_and_grad(x, labels=labels)
+    assert len(calls) == 2  # kept for the shape
+
+
+def test_never_chain_by_chain_without_a_timing_where_it_is_promised(each_timings, passes, monkeypatch):
+    calls, _ = each_timings
+    net, x = net_with(), batch()
+    net.score_and_grad(x[:1])  # one chain
+    net.score_and_grad(x, amp=True)  # bf16 autocast
+    cpu_conv.set_policy("onednn")  # bitwise reproducible
+    net.score_and_grad(x)
+    cpu_conv.set_policy("auto")
+    monkeypatch.setattr(cpu_layout, "EACH_MIN_FLOPS", 1e9)  # the module's threshold
+    assert net.pass_flops(x.shape) < cpu_layout.EACH_MIN_FLOPS
+    net.score_and_grad(x)  # too small to matter
+    assert calls == [] and 1 not in passes[1:]
