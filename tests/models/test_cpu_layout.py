@@ -22,18 +22,24 @@ def fresh():
     cpu_layout.forget_timings()
 
 
+def fake_timings(monkeypatch, timing: str, threshold: str, answer: str):
+    """Replace ``cpu_layout``'s ``timing`` by a record of its calls answering ``faster[answer]``,
+    with no pass too small to time (``threshold`` 0)."""
+    calls, faster = [], {answer: True}
+
+    def fake(*runs):
+        calls.append(runs)
+        return faster[answer]
+
+    monkeypatch.setattr(cpu_layout, timing, fake)
+    monkeypatch.setattr(cpu_layout, threshold, 0)
+    return calls, faster
+
+
 @pytest.fixture
 def timings(monkeypatch):
-    """Every timing made, answering as ``faster["nchw"]`` says; no pass is too small to time."""
-    calls, faster = [], {"nchw": True}
-
-    def fake(run):
-        calls.append(run)
-        return faster["nchw"]
-
-    monkeypatch.setattr(cpu_layout, "_nchw_is_faster", fake)
-    monkeypatch.setattr(cpu_layout, "MIN_FLOPS", 0)
-    return calls, faster
+    """Every format timing made, answering as ``faster["nchw"]`` says."""
+    return fake_timings(monkeypatch, "_nchw_is_faster", "MIN_FLOPS", "nchw")
 
 
 @pytest.fixture
@@ -124,16 +130,8 @@ def test_channels_last_without_a_timing_where_it_is_promised(timings, formats, m
 # ---- chain by chain -------------------------------------------------------------------------
 @pytest.fixture
 def each_timings(monkeypatch):
-    """Every chain-by-chain timing made, answering as ``faster["each"]`` says; no pass too small."""
-    calls, faster = [], {"each": True}
-
-    def fake(whole, each):
-        calls.append((whole, each))
-        return faster["each"]
-
-    monkeypatch.setattr(cpu_layout, "_each_is_faster", fake)
-    monkeypatch.setattr(cpu_layout, "EACH_MIN_FLOPS", 0)
-    return calls, faster
+    """Every chain-by-chain timing made, answering as ``faster["each"]`` says."""
+    return fake_timings(monkeypatch, "_each_is_faster", "EACH_MIN_FLOPS", "each")
 
 
 @pytest.fixture
