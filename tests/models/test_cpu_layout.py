@@ -1,6 +1,7 @@
-"""models.cpu_layout: the activations' memory format of the CPU pass is measured per batch shape,
-both formats compute the same score and gradient, and the promises of channels-last (autocast,
-GPUs, ``GCN_CPU_CONV=onednn``, tiny nets) hold without a timing."""
+"""models.cpu_layout: the activations' memory format of the CPU pass, and whether a pass over
+several chains runs them one at a time, are measured per batch shape; every choice computes the
+same score and gradient, and the promises (channels-last and whole batches under autocast, on
+GPUs, with ``GCN_CPU_CONV=onednn``, for tiny nets) hold without a timing."""
 
 from __future__ import annotations
 
@@ -172,6 +173,9 @@ def test_chain_by_chain_gives_each_chain_its_own_pass(each_timings, passes, kind
     assert len(calls) == 2  # kept for the shape
 
 
+EACH_MIN_FLOPS = cpu_layout.EACH_MIN_FLOPS  # the module's own, before a fixture sets 0
+
+
 def test_never_chain_by_chain_without_a_timing_where_it_is_promised(each_timings, passes, monkeypatch):
     calls, _ = each_timings
     net, x = net_with(), batch()
@@ -180,7 +184,45 @@ def test_never_chain_by_chain_without_a_timing_where_it_is_promised(each_timings
     cpu_conv.set_policy("onednn")  # bitwise reproducible
     net.score_and_grad(x)
     cpu_conv.set_policy("auto")
-    monkeypatch.setattr(cpu_layout, "EACH_MIN_FLOPS", 1e9)  # the module's threshold
+    net.double().score_and_grad(x.double())  # float64
+    net.float()
+    monkeypatch.setattr(cpu_layout, "EACH_MIN_FLOPS", EACH_MIN_FLOPS)
     assert net.pass_flops(x.shape) < cpu_layout.EACH_MIN_FLOPS
     net.score_and_grad(x)  # too small to matter
     assert calls == [] and 1 not in passes[1:]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A fake ``time.perf_counter`` for cpu_layout's timings, advanced by every pass run by
+    ``cost[0](batch size, memory format)`` seconds."""
+    now, cost = [0.0], [lambda n, fmt: 1.0]
+    for name in ("_score_and_input_grad", "_score_and_input_grad_categories"):
+        real = getattr(EnergyNet, name)
+
+        def timed(self, x, *args, _real=real):
+            fmt = args[-1] if args else torch.channels_last
+            now[0] += cost[0](x.shape[0], fmt)
+            return _real(self, x, *args)
+
+        monkeypatch.setattr(EnergyNet, name, timed)
+    monkeypatch.setattr(cpu_layout, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: now[0])}))
+    monkeypatch.setattr(cpu_layout, "MIN_FLOPS", 0)
+    monkeypatch.setattr(cpu_layout, "EACH_MIN_FLOPS", 0)
+    return cost
+
+
+@pytest.mark.parametrize("per_chain, expected", [(lambda n: n * n, True), (lambda n: 1.0 + 0.1 * n, False)])
+def test_the_timings_keep_what_their_clock_finds_faster(clock, passes, per_chain, expected):
+    """The real decisions, end to end, on a clock the passes drive: chain by chain wins where a
+    pass costs more than linearly in its chains (3 chains: 3 x 1 against 9), the batch where a
+    pass has a fixed cost (3 x 1.1 against 1.3); NCHW wins where it is the cheaper format."""
+    clock[0] = lambda n, fmt: per_chain(n) * (0.5 if fmt == torch.contiguous_format else 1.0)
+    net, x = net_with(), batch()
+    net.score_and_grad(x)
+    key = next(iter(cpu_layout._chain_by_chain))
+    assert key[0] == (3, 3, 24, 24) and cpu_layout._chain_by_chain[key] is expected
+    assert set(cpu_layout._choices.values()) == {torch.contiguous_format}  # the batch's and each chain's
+    passes.clear()
+    net.score_and_grad(x)
+    assert passes == ([1, 1, 1] if expected else [3])
