@@ -49,12 +49,12 @@ def forget_timings() -> None:
 
 def choose(net, x: torch.Tensor, low: torch.dtype | None, run: Callable[[torch.memory_format], object],
            labels_kind: str = "none") -> torch.memory_format:
-    """The format for this pass of ``net`` over ``x`` (``low``: the autocast dtype, None
-    outside autocast; ``labels_kind``: ``models.net.labels_kind``). ``run(format)`` runs the pass in a format; it is called (and timed) only
-    the first time a batch shape is seen."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or low is not None or cpu_conv.get_policy() == "onednn":
+    """The format for this pass of ``net`` over ``x`` (``low``: the autocast dtype, None outside
+    autocast; ``labels_kind``: ``models.net.labels_kind``). ``run(format)`` runs the pass in a
+    format; it is called (and timed) only the first time a batch shape is seen."""
+    if not _measured(x, low):
         return torch.channels_last
-    key = (tuple(x.shape), net.cost_key(), labels_kind, torch.get_num_threads(), cpu_conv.get_policy())
+    key = _key(net, x, labels_kind)
     choice = _choices.get(key)
     if choice is None:
         choice = torch.channels_last
@@ -71,17 +71,28 @@ def one_at_a_time(net, x: torch.Tensor, low: torch.dtype | None, whole: Callable
     shape is seen (for a net's layer shapes, kind of labels, thread count and convolution
     policy), by whichever call comes first, a single step's included: on the 2-core Xeon the
     first pass of ``texture`` at 224 px with 4 chains took 4.2 s against 3.0 s without this
-    timing (the formats' and convolutions' own timings are the rest), once a process. Never for one chain, under autocast, in float64, on a GPU or with
-    ``GCN_CPU_CONV=onednn``."""
-    if (x.shape[0] < 2 or x.device.type != "cpu" or x.dtype != torch.float32 or low is not None
-            or cpu_conv.get_policy() == "onednn"):
+    timing (the formats' and convolutions' own timings are the rest), once a process. Never for
+    one chain, under autocast, in float64, on a GPU or with ``GCN_CPU_CONV=onednn``."""
+    if x.shape[0] < 2 or not _measured(x, low):
         return False
-    key = (tuple(x.shape), net.cost_key(), labels_kind, torch.get_num_threads(), cpu_conv.get_policy())
+    key = _key(net, x, labels_kind)
     choice = _chain_by_chain.get(key)
     if choice is None:
         choice = net.pass_flops(x.shape) >= EACH_MIN_FLOPS and _each_is_faster(whole, each)
         _chain_by_chain[key] = choice
     return choice
+
+
+def _measured(x: torch.Tensor, low: torch.dtype | None) -> bool:
+    """Whether a pass over ``x`` chooses by timing: float32 on the CPU, outside autocast, not under
+    ``GCN_CPU_CONV=onednn`` (module docstring)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and low is None and cpu_conv.get_policy() != "onednn"
+
+
+def _key(net, x: torch.Tensor, labels_kind: str) -> tuple:
+    """What a pass's time depends on: the batch shape, the net's layers, the kind of labels, the
+    thread count and the convolution policy."""
+    return tuple(x.shape), net.cost_key(), labels_kind, torch.get_num_threads(), cpu_conv.get_policy()
 
 
 def _nchw_is_faster(run: Callable[[torch.memory_format], object]) -> bool:

@@ -3,6 +3,7 @@ same function as oneDNN's, chosen once per shape, and never at the cost of a fai
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -155,6 +156,21 @@ def test_auto_times_each_shape_once_and_never_times_small_convolutions(monkeypat
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not cpu_conv.use_nnpack(big[0].detach(), big_w.shape, (2, 2))
     assert len(timings) == 3 and nnpack_calls == []
+
+
+@needs_nnpack
+def test_the_space_to_depth_filters_follow_in_place_updates(nnpack_calls):
+    """The strided layer's space-to-depth filters are cached between passes (``net._encoder_weight``)
+    and made again after an optimiser's in-place update."""
+    net = net_with(LAYERS)
+    x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(6)) * 30
+    cpu_conv.set_policy("nnpack")
+    net.score_and_grad(x)
+    with torch.no_grad():
+        net.convs[0].weight.mul_(-0.5)  # in place, as an optimiser step
+    expected = expected_in_float64(copy.deepcopy(net), x)  # a copy: ``net`` keeps its tensors
+    assert ((8, 12, 4, 4), (0, 0)) in nnpack_calls
+    assert_close_to(net.score_and_grad(x), expected)
 
 
 @needs_nnpack
