@@ -104,10 +104,13 @@ def machine_tag(device: torch.device) -> str:
     return tag if setting == "auto" else f"{tag}-amp-{setting}"
 
 
-def amp_label(device: torch.device) -> str:
-    """How the pipeline runs the net in this process: 'bf16 autocast' or 'fp32', and whether that
-    is this device's default or GCN_AMP's override (for the reports)."""
+def amp_label(device: torch.device, timed: bool = True) -> str:
+    """How the pipeline runs the net in this process: 'bf16 autocast' or 'fp32' (and, ``timed``,
+    whether its sampling loops time fp32 beside bf16), and whether that is this device's default
+    or GCN_AMP's override (for the reports)."""
     what = "bf16 autocast" if precision.use_amp(device.type) else "fp32"
+    if timed and precision.amp_if_faster(device.type):
+        what += ", fp32 where a sampling loop times it faster"
     setting = precision.amp_setting()
     return f"{what} (the pipeline's default here)" if setting == "auto" else f"{what} (GCN_AMP={setting})"
 

@@ -47,8 +47,9 @@ def cases(device: torch.device, quick: bool) -> list[dict[str, Any]]:
 
 def variants(device: torch.device) -> dict[str, dict[str, Any]]:
     """The configurations of ``models`` that are timed. The first is the one the pipeline uses
-    (``models.precision``: bf16 autocast on CUDA and on CPUs with bfloat16 hardware, fp32 on other
-    CPUs, unless GCN_AMP says otherwise); the others are reported beside it."""
+    (``models.precision``: bf16 autocast on CUDA; on CPUs with bfloat16 hardware bf16 autocast
+    with fp32 timed beside it, the faster kept; fp32 on other CPUs; unless GCN_AMP says
+    otherwise); the others are reported beside it."""
     if device.type == "cuda":
         bf16 = {"models (bf16 autocast)": {"amp": True},
                 "models (bf16 + CUDA graph)": {"amp": True, "cuda_graph": True}}
@@ -57,6 +58,9 @@ def variants(device: torch.device) -> dict[str, dict[str, Any]]:
     fp32 = {"models (fp32)": {"amp": False},
             "models (fp32, one pass)": {"amp": False, "cpu_split": "off"},
             "models (fp32, oneDNN only)": {"amp": False, "cpu_conv": "onednn", "cpu_split": "off"}}
+    if precision.amp_if_faster("cpu"):  # the pipeline asks for bf16 and times fp32 beside it
+        return {"models (bf16 or fp32, timed)": {"amp": True, "amp_if_faster": True},
+                "models (bf16 autocast)": {"amp": True}, **fp32}
     if precision.use_amp("cpu"):
         return {"models (bf16 autocast)": {"amp": True}, **fp32}
     bf16 = "models (bf16 autocast)" if precision.native_bf16() else "models (bf16 autocast, opt-in)"
@@ -107,25 +111,38 @@ def settle_split(fns: dict[str, Callable[[], Any]], net, x0: torch.Tensor, budge
     worker runs once its first steps of a shape are behind it (the trial's steps, about 50 in
     loops of 4 and half of them split, would otherwise fall into the timed loops). Gives up on a
     variant after 100 loops or ``budget_s`` (bf16 emulated on CPUs without bfloat16 hardware is
-    slow). Returns, per variant, the policy, the loops it took and whether it splits (None:
-    undecided)."""
+    slow). Returns, per variant, the policy, the loops it took, whether it splits (None:
+    undecided) and, where it times fp32 beside bf16 (``timed``), whether it kept bf16 (``amp``)."""
     settled: dict[str, Any] = {}
     if x0.device.type != "cpu":
         return settled  # nothing to split
     for name, flags in variants(x0.device).items():
-        amp = flags.get("amp", False)
+        amp, timed = flags.get("amp", False), flags.get("amp_if_faster", False)
         if flags.get("cpu_split") is not None:
             continue
-        if cpu_split.get_policy() != "off" and not cpu_split.splittable(net, x0, amp):
-            continue  # nothing to split (GCN_CPU_SPLIT=off is reported as such)
+        if cpu_split.get_policy() != "off" and not timed and not cpu_split.splittable(net, x0, amp):
+            continue  # nothing to split or time (GCN_CPU_SPLIT=off is reported as such)
+
+        def way():
+            return cpu_split.settled(net, x0, amp, amp_if_faster=timed)
+
         loops, started = 0, time.monotonic()
-        while (cpu_split.decision(net, x0, amp) is None and loops < 100
-               and time.monotonic() - started < budget_s):
+        while way() is None and loops < 100 and time.monotonic() - started < budget_s:
             fns[name]()
             loops += 1
-        settled[name] = {"policy": cpu_split.get_policy(), "loops": loops,
-                         "split": cpu_split.decision(net, x0, amp)}
+        settled[name] = {"policy": cpu_split.get_policy(), "loops": loops, "timed": timed,
+                         "split": None if way() is None else way().split,
+                         "amp": None if way() is None else way().amp}
     return settled
+
+
+def runs_bf16(name: str, flags: dict[str, Any], settled: dict[str, Any]) -> bool:
+    """Whether a variant's timed loops run the net in bf16 (a timed variant: what it kept)."""
+    if not flags.get("amp"):
+        return False
+    if flags.get("amp_if_faster") and name in settled:
+        return settled[name]["amp"] is not False
+    return True
 
 
 def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: dict[str, Any],
@@ -150,6 +167,7 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
     checks = {name: agreement(model, ref, x0, min(steps, 10), **flags) for name, flags in variants(device).items()}
     out["agreement_rel_max"] = checks
     t = common.interleaved(fns, device, repeats, warmup=1, budget_s=budget_s)
+    flags_of = variants(device)
     for name, timing in t.items():
         row = {
             "image_steps_per_s": n * steps / timing.median,
@@ -159,7 +177,8 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
             "timing": timing.as_dict(),
         }
         # bf16 variants against the bf16 peak where it was measured (CPUs with bf16 hardware)
-        pk = peaks.get("bf16") if "bf16" in name and peaks.get("bf16") else peaks
+        bf16 = name != "reference" and runs_bf16(name, flags_of[name], out["cpu_split"])
+        pk = peaks.get("bf16") if bf16 and peaks.get("bf16") else peaks
         row["peak_dtype"] = "bf16" if pk is not peaks else "fp32"
         row["peak_fraction_best"] = row["gflops_best"] / pk["peak_gflops"]
         row["peak_fraction_median"] = row["gflops_median"] / pk["peak_gflops"]
@@ -177,12 +196,15 @@ def run_learning(case: dict[str, Any], device: torch.device, repeats: int, budge
     p = model.preset
     observed = torch.randn(1, 3, case["size"], case["size"], generator=torch.Generator().manual_seed(4)).to(device) * 40
     amp = precision.use_amp(device.type)  # what the pipeline's learner does here
-    learners = {"models": Learner(copy.deepcopy(model), observed, amp=amp)}
+    timed = precision.amp_if_faster(device.type)
+    learners = {"models": Learner(copy.deepcopy(model), observed, amp=amp, amp_if_faster=timed)}
     if amp and device.type == "cpu":  # beside it, fp32 (the default on CPUs without bf16 hardware)
         learners["models (fp32)"] = Learner(copy.deepcopy(model), observed, amp=False)
     for learner in learners.values():
         if p.schedule == "layer_by_layer":
             learner.iteration = p.iterations * (p.n_stages - 1)  # the last stage: all layers active
+    for learner in learners.values():  # as settle_split: the timed rounds see what a worker runs
+        settle_learner(learner, budget_s)
     ref = ReferenceLearner(model.net, p, observed)
     t = common.interleaved({"reference": ref.step, **{k: v.step for k, v in learners.items()}}, device, repeats,
                            warmup=1, budget_s=budget_s)
@@ -192,7 +214,7 @@ def run_learning(case: dict[str, Any], device: torch.device, repeats: int, budge
         extra = {"models_fp32_s": t["models (fp32)"].median,
                  "speedup_fp32": common.paired_ratio(t["reference"], t["models (fp32)"])}
     return {
-        "precision": "bf16 autocast" if amp else "fp32",
+        "precision": ("bf16, or fp32 sampling where timed faster" if timed else "bf16 autocast") if amp else "fp32",
         **extra,
         "name": case["name"],
         "langevin_steps": p.langevin_steps,
@@ -207,6 +229,19 @@ def run_learning(case: dict[str, Any], device: torch.device, repeats: int, budge
             p.layers, (case["size"],) * 2, learner.model.net.depth, p.n_chains, 1, p.langevin_steps) / 1e9,
         "timing": {k: v.as_dict() for k, v in t.items()},
     }
+
+
+def settle_learner(learner: Learner, budget_s: float) -> int:
+    """Run learning iterations until ``models.cpu_split`` has decided how the learner's chains
+    are sampled (at most 30 iterations or ``budget_s``); returns how many ran."""
+    sampler = learner.sampler
+    chains = torch.zeros(learner.n_chains, *learner.observed.shape[1:], device=learner.device)  # ml, short-run
+    steps, started = 0, time.monotonic()
+    while (learner.device.type == "cpu" and steps < 30 and time.monotonic() - started < budget_s
+           and cpu_split.settled(learner.model.net, chains, sampler.amp, amp_if_faster=sampler.amp_if_faster) is None):
+        learner.step()
+        steps += 1
+    return steps
 
 
 def graph_check(device: torch.device) -> dict[str, Any]:

@@ -14,11 +14,16 @@ def _f(v: Optional[float], fmt: str = "{:.1f}") -> str:
 
 
 def _which(default: str, case: dict[str, Any]) -> str:
-    """Where the pipeline's default here is not fp32: its name, and fp32's figure beside it."""
+    """Where the pipeline's default here is not fp32: its name (and what a timed one kept), and
+    the fp32 and bf16 figures beside it."""
     fp = case["variants"].get("models (fp32)")
     if default == "models (fp32)" or fp is None:
         return ""
-    return f" ({default}, the default here; fp32 {fp['speedup_vs_reference']:.2f}x)"
+    kept = case.get("cpu_split", {}).get(default, {})
+    what = f"{default}: {_split_choice(kept)}" if kept.get("timed") else default
+    bf = case["variants"].get("models (bf16 autocast)")
+    beside = f"bf16 {bf['speedup_vs_reference']:.2f}x, " if bf is not None and default != "models (bf16 autocast)" else ""
+    return f" ({what}, the default here; {beside}fp32 {fp['speedup_vs_reference']:.2f}x)"
 
 
 def machine_line(m: dict[str, Any]) -> str:
@@ -31,10 +36,15 @@ SPLIT_WORDS = {True: "split", False: "one pass", None: "undecided"}  # models.cp
 
 
 def _split_choice(d: dict[str, Any]) -> str:
-    """What ``models.cpu_split`` ran in a settled variant (bench.langevin.settle_split)."""
+    """What ``models.cpu_split`` ran in a settled variant (bench.langevin.settle_split); for one
+    that timed fp32 beside bf16, which precision it kept."""
+    precision = ""
+    if d.get("timed") and d.get("amp") is not None:
+        precision = "bf16, " if d["amp"] else "fp32, "
     if d.get("policy", "auto") != "auto":
-        return f"{SPLIT_WORDS[bool(d['split'])]} (GCN_CPU_SPLIT={d['policy']})"
-    return f"{SPLIT_WORDS[d['split']]} ({d['loops']} loop{'' if d['loops'] == 1 else 's'} of trial)"
+        split = d["split"] if d.get("timed") else bool(d["split"])
+        return f"{precision}{SPLIT_WORDS[split]} (GCN_CPU_SPLIT={d['policy']})"
+    return f"{precision}{SPLIT_WORDS[d['split']]} ({d['loops']} loop{'' if d['loops'] == 1 else 's'} of trial)"
 
 
 def langevin_tables(r: dict[str, Any]) -> list[str]:

@@ -97,7 +97,7 @@ def run(device: torch.device, quick: bool, threads: int) -> dict[str, Any]:
                 continue
             points.append(json.loads(r.stdout.strip().splitlines()[-1]))
     return {"threads": threads, "points": points, "load_avg_after": common.load(),
-            "models_precision": common.amp_label(device)}
+            "models_precision": common.amp_label(device, timed=False)}  # one-step loops: no trial
 
 
 def main() -> None:

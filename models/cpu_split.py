@@ -28,6 +28,15 @@ Policy (``GCN_CPU_SPLIT``, or ``set_policy``):
 - ``on``: split wherever there are two threads and two chains, or one that
   ``models.channel_pass`` serves (tests use it).
 
+The same trial can settle the precision (``amp_if_faster``, the pipeline's choice under
+``GCN_AMP=auto`` on CPUs with bfloat16 hardware, ``models.precision``): bfloat16 autocast is
+asked for, but float32 passes (one pass, and split where that is possible) are timed beside it,
+and autocast is kept only if clearly faster (``AMP_MARGIN``). Why: with NNPACK's FFT
+convolutions and the channel cut, float32 overtook bfloat16 on the AVX512-BF16 EPYC for the
+``texture`` preset at 224 px (1 thread: 44.6 against 33.0 image-steps/s), while on the AMX Xeon
+bfloat16 stays 2-2.5x ahead; float32 is also the paper's arithmetic, so a near tie goes to it.
+Under ``off`` only the precision is timed; under ``on`` nothing is.
+
 Only the CPU splits, and only when the caller has two or more torch threads. The workers belong
 to one process-wide pool; a second caller that finds it busy runs one pass rather than wait. A
 worker sets its own intra-op thread count to one; torch hands a thread created later the last
@@ -45,7 +54,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import torch
 
@@ -55,14 +64,21 @@ from .net import labels_kind
 POLICIES = ("auto", "off", "on")
 MIN_FLOPS = 100e6  # one step's convolutions (``EnergyNet.pass_flops``, whole batch)
 MARGIN = 0.9  # the split must take under 90 % of one pass's time
+AMP_MARGIN = 0.9  # with amp_if_faster: bfloat16 must take under 90 % of float32's time
 TIMING_RUN = 5  # steps in a row of one kind while undecided (they may span several loops)
 TIMING_SKIP = 2  # steps after each switch not timed (a new run or loop; OpenMP threads spinning)
 TIMING_ROUNDS = 2  # timed runs' worth of steps of each kind (``TIMING_RUN - TIMING_SKIP`` each)
-TIMING_MAX_RUNS = 40  # loops that time too few steps decide for one pass after this many runs
+TIMING_MAX_RUNS = 20  # per way: loops that time too few steps decide for the first after this many runs
 
 _policy: Optional[str] = None  # None: GCN_CPU_SPLIT, read at the first step
-_choices: dict[tuple, bool] = {}
+_choices: dict[tuple, "Way"] = {}
 _timings: dict[tuple, dict] = {}  # under auto, until decided: ``_Trial``'s progress
+
+
+class Way(NamedTuple):
+    """How a loop's steps run: under bfloat16 autocast or not, split across the threads or not."""
+    amp: bool
+    split: bool
 
 
 def set_policy(policy: Optional[str]) -> None:
@@ -88,34 +104,41 @@ def forget_timings() -> None:
 
 
 @contextlib.contextmanager
-def sharing(net, x: torch.Tensor, amp: bool = False, labels=None,
-            steps: Optional[int] = None) -> Iterator[Callable[..., torch.Tensor]]:
+def sharing(net, x: torch.Tensor, amp: bool = False, labels=None, steps: Optional[int] = None,
+            amp_if_faster: bool = False) -> Iterator[Callable[..., torch.Tensor]]:
     """For a loop of steps over chains shaped like ``x``: yields ``grad(x, labels)``, which
     returns df/dx of every chain (``net.score_and_grad_view``'s gradient, possibly a strided
     view), by one pass or by shares of the batch (of one chain's convolutions) on the worker
     threads; while it splits, the caller runs on one torch thread (module docstring). ``steps``:
     how many the loop will take, where known; a loop too short to time a step (``TIMING_SKIP``
-    or fewer) runs one pass and leaves an undecided trial to a longer one."""
-    shares, key, by_channels = _plan(net, x, amp, labels)
-    choice = _choices.get(key) if key is not None else shares > 1
+    or fewer) runs the first way (as asked, one pass) and leaves an undecided trial to a longer
+    one. ``amp_if_faster`` (with ``amp``, on the CPU): float32 is timed too (module docstring)."""
+    ways, key = _plan(net, x, amp, labels, amp_if_faster)
+    choice = _choices.get(key) if key is not None else ways[-1]
     if choice is None and steps is not None and steps <= TIMING_SKIP:
-        choice = False
-    if shares < 2 or choice is False or not _pool_lock.acquire(blocking=False):
-        yield one_pass_grad(net, amp)
+        choice = ways[0]
+    candidates = [choice] if choice is not None else ways
+    splits = [way for way in candidates if way.split]
+    if choice is not None and not choice.split:
+        yield one_pass_grad(net, choice.amp)
+        return
+    if splits and not _pool_lock.acquire(blocking=False):  # another caller is splitting
+        yield one_pass_grad(net, candidates[0].amp)
         return
     threads = torch.get_num_threads()
     try:
-        workers = _get_pool(shares - 1)[: shares - 1]
-        split = (functools.partial(_channel_pass, workers, net) if by_channels
-                 else functools.partial(_split_pass, workers, net, amp=amp))
-        torch.set_num_threads(1)
+        workers = _get_pool(max(_shares(net, x, way.amp)[0] for way in splits) - 1) if splits else []
+        grads = {way: _split_grad(workers, net, x, way.amp) if way.split else one_pass_grad(net, way.amp)
+                 for way in candidates}
         if choice is None:  # undecided: the loop's first steps are the timing
-            yield _Trial(key, one_pass_grad(net, amp), split, threads)
+            yield _Trial(key, grads, threads)
         else:
-            yield split
+            torch.set_num_threads(1)
+            yield grads[choice]
     finally:
         torch.set_num_threads(threads)
-        _pool_lock.release()
+        if splits:
+            _pool_lock.release()
 
 
 def one_pass_grad(net, amp: bool = False) -> Callable[..., torch.Tensor]:
@@ -127,92 +150,129 @@ def one_pass_grad(net, amp: bool = False) -> Callable[..., torch.Tensor]:
 def splittable(net, x: torch.Tensor, amp: bool = False, labels=None) -> bool:
     """Whether ``sharing`` may split this batch at all (under ``auto``, once timed): on the CPU,
     two threads or more, and two chains or one that ``models.channel_pass`` serves."""
-    return _plan(net, x, amp, labels)[0] >= 2
+    return get_policy() != "off" and _shares(net, x, amp)[0] >= 2
 
 
-def decision(net, x: torch.Tensor, amp: bool = False, labels=None) -> Optional[bool]:
+def settled(net, x: torch.Tensor, amp: bool = False, labels=None, amp_if_faster: bool = False) -> Optional[Way]:
+    """The ``Way`` ``sharing`` runs this batch's loops: decided, or None while ``auto`` has not
+    timed it yet."""
+    ways, key = _plan(net, x, amp, labels, amp_if_faster)
+    return ways[-1] if key is None else _choices.get(key)
+
+
+def decision(net, x: torch.Tensor, amp: bool = False, labels=None, amp_if_faster: bool = False) -> Optional[bool]:
     """Whether ``sharing`` splits this batch: True or False, or None while ``auto`` has not
     timed it yet."""
-    shares, key, _ = _plan(net, x, amp, labels)
-    if shares < 2:
-        return False
-    return True if key is None else _choices.get(key)
+    way = settled(net, x, amp, labels, amp_if_faster)
+    return None if way is None else way.split
 
 
 # ---- the decision ----------------------------------------------------------------------------
-def _plan(net, x: torch.Tensor, amp: bool, labels) -> tuple[int, Optional[tuple], bool]:
-    """(shares, key, by_channels): how many shares a split would make (1: none possible), under
-    ``auto`` the key of its decision in ``_choices`` (None: the policy decides: ``on``), and
-    whether the shares cut each convolution's channels (one chain: ``models.channel_pass``)
-    rather than the batch."""
-    policy = get_policy()
-    if policy == "off" or x.device.type != "cpu" or x.dim() != 4:
-        return 1, None, False
+def _shares(net, x: torch.Tensor, amp: bool) -> tuple[int, bool]:
+    """(shares, by_channels): how many shares a split would make on this CPU (1: none
+    possible), and whether they cut each convolution's channels (one float32 chain that
+    ``models.channel_pass`` serves) rather than the batch."""
+    if x.device.type != "cpu" or x.dim() != 4:
+        return 1, False
     threads = torch.get_num_threads()
     by_channels = x.shape[0] == 1 and x.dtype == torch.float32 and channel_pass.applies(net, amp)
-    shares = threads if by_channels else min(threads, x.shape[0])
-    if shares < 2 or policy == "on":
-        return shares, None, by_channels
-    key = (tuple(x.shape), net.cost_key(), bool(amp), threads, labels_kind(labels))
+    return (threads if by_channels else min(threads, x.shape[0])), by_channels
+
+
+def _plan(net, x: torch.Tensor, amp: bool, labels, amp_if_faster: bool) -> tuple[list[Way], Optional[tuple]]:
+    """(ways, key): the ways a loop over ``x`` may run, the one asked for first (``amp``, one
+    pass), and under a timing policy the key of its decision in ``_choices`` (None: no choice
+    to make; ``sharing`` runs the last way, one pass as asked or, under ``on``, the split)."""
+    policy = get_policy()
+    asked = [Way(amp, False)]
+    if x.device.type != "cpu" or x.dim() != 4:
+        return asked, None
+    if policy == "on":
+        return (asked + [Way(amp, True)]) if _shares(net, x, amp)[0] >= 2 else asked, None
+    precisions = [amp, False] if amp and amp_if_faster and x.dtype == torch.float32 else [amp]
+    ways = [Way(p, split) for p in precisions for split in (False, True)
+            if not split or (policy == "auto" and _shares(net, x, p)[0] >= 2)]
+    if len(ways) < 2:
+        return ways, None
+    key = (tuple(x.shape), net.cost_key(), bool(amp), len(precisions) > 1, torch.get_num_threads(),
+           labels_kind(labels))
     if key not in _choices and net.pass_flops(x.shape) < MIN_FLOPS:
-        _choices[key] = False
-    return shares, key, by_channels
+        _choices[key] = ways[0]
+    return ways, key
+
+
+def _split_grad(workers: list["_Worker"], net, x: torch.Tensor, amp: bool) -> Callable[..., torch.Tensor]:
+    """``grad(x, labels)`` by shares on the calling thread and ``workers`` (by chains, or one
+    chain's convolutions by channels); call holding ``_pool_lock``."""
+    shares, by_channels = _shares(net, x, amp)
+    workers = workers[: shares - 1]
+    if by_channels:
+        return functools.partial(_channel_pass, workers, net)
+    return functools.partial(_split_pass, workers, net, amp=amp)
 
 
 class _Trial:
-    """``grad`` for a batch not yet decided under ``auto``: the loop's own steps alternate, in
-    runs of ``TIMING_RUN``, between one pass (on the caller's threads) and the split (the caller
-    on one thread). The first run of each kind is a warm-up (new worker threads, and
+    """``grad`` for a batch not yet decided under ``auto``: the loop's own steps go round the
+    ways, in runs of ``TIMING_RUN`` (one pass, as asked, first; the split on the caller with
+    one thread). The first run of each way is a warm-up (new worker threads, and
     ``models.cpu_conv`` and ``models.cpu_layout`` timing new shapes on first sight). After each
-    switch of the caller's thread count (a new run, or a new loop) the first ``TIMING_SKIP``
-    steps are not timed: the caller's OpenMP threads spin on for some milliseconds after its last
-    parallel work. Once each kind has ``TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP)`` timed steps
-    the faster is kept, for this loop and every later one. So the timing costs no extra passes
+    switch of way (a new run, or a new loop) the first ``TIMING_SKIP`` steps are not timed: the
+    caller's OpenMP threads spin on for some milliseconds after its last parallel work. Once each
+    way has ``TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP)`` timed steps the fastest (with the
+    margins) is kept, for this loop and every later one. So the timing costs no extra passes
     and measures the steps as the loop really runs them. A run's progress is kept across loops,
     so loops shorter than a run (a benchmark's four steps) still get through the trial. Loops
     known to be too short to time a step never enter it (``sharing``'s ``steps``); loops that
-    time too few steps end it for one pass (``_decide``)."""
+    time too few steps end it with the first way (``_decide``)."""
 
-    def __init__(self, key: tuple, one_pass: Callable, split: Callable, threads: int):
-        self.key, self.one_pass, self.split, self.threads = key, one_pass, split, threads
-        self.mode: Optional[bool] = None  # what the caller's thread count is set for now
-        self.settled = 0  # steps since the caller's thread count was last set
+    def __init__(self, key: tuple, grads: dict[Way, Callable], threads: int):
+        self.key, self.grads, self.ways, self.threads = key, grads, list(grads), threads
+        self.way: Optional[Way] = None  # what the caller is set for now
+        self.settled = 0  # steps since the way last changed
 
     def __call__(self, x: torch.Tensor, labels=None) -> torch.Tensor:
         choice = _choices.get(self.key)
         if choice is not None:
             return self._run(choice, x, labels)
-        state = _timings.setdefault(self.key, {"run": 0, "step": 0, False: [], True: []})
-        split = state["run"] % 2 == 1
+        state = _timings.setdefault(self.key, {"run": 0, "step": 0, **{way: [] for way in self.ways}})
+        way = self.ways[state["run"] % len(self.ways)]
         start = time.perf_counter()
-        out = self._run(split, x, labels)
+        out = self._run(way, x, labels)
         elapsed = time.perf_counter() - start
-        if state["run"] >= 2 and self.settled >= TIMING_SKIP:
-            state[split].append(elapsed)
+        if state["run"] >= len(self.ways) and self.settled >= TIMING_SKIP:
+            state[way].append(elapsed)
         self.settled += 1
         state["step"] += 1
         if state["step"] == TIMING_RUN:
             state["run"], state["step"] = state["run"] + 1, 0
-            _decide(self.key, state)
+            _decide(self.key, state, self.ways)
         return out
 
-    def _run(self, split: bool, x: torch.Tensor, labels) -> torch.Tensor:
-        if split != self.mode:
-            torch.set_num_threads(1 if split else self.threads)
-            self.mode, self.settled = split, 0
-        return self.split(x, labels) if split else self.one_pass(x, labels)
+    def _run(self, way: Way, x: torch.Tensor, labels) -> torch.Tensor:
+        if way != self.way:
+            torch.set_num_threads(1 if way.split else self.threads)
+            self.way, self.settled = way, 0
+        return self.grads[way](x, labels)
 
 
-def _decide(key: tuple, state: dict) -> None:
-    """At the end of a trial's run: keep the split if it has enough timed steps of each kind and
-    its median is under ``MARGIN`` of one pass's; one pass if the loops time too few steps (none
-    of a kind after the runs a long loop would have timed, or not enough in ``TIMING_MAX_RUNS``)."""
+def _decide(key: tuple, state: dict, ways: list[Way]) -> None:
+    """At the end of a trial's run: with enough timed steps of every way, keep the one whose
+    median, times ``MARGIN`` for one pass and ``AMP_MARGIN`` for float32 where bfloat16 was asked
+    for, is least (so the split and bfloat16 must be clearly faster); the first way (as asked,
+    one pass) if the loops time too few steps (none of some way after the runs a long loop would
+    have timed, or not enough in ``TIMING_MAX_RUNS`` runs per way)."""
     wanted = max(1, TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP))
-    timed = min(len(state[False]), len(state[True]))
+    timed = min(len(state[way]) for way in ways)
     if timed >= wanted:
-        _choices[key] = statistics.median(state[True]) < MARGIN * statistics.median(state[False])
-    elif state["run"] >= TIMING_MAX_RUNS or (timed == 0 and state["run"] >= 2 * (TIMING_ROUNDS + 1)):
-        _choices[key] = False
+        asked = ways[0].amp
+
+        def score(way: Way) -> float:
+            return (statistics.median(state[way]) * (1 if way.split else MARGIN)
+                    * (AMP_MARGIN if asked and not way.amp else 1))
+
+        _choices[key] = min(ways, key=score)
+    elif state["run"] >= TIMING_MAX_RUNS * len(ways) or (timed == 0 and state["run"] >= len(ways) * (TIMING_ROUNDS + 1)):
+        _choices[key] = ways[0]
     else:
         return
     del _timings[key]

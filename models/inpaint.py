@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from .langevin import StepCallback
 from .model import GenerativeModel
-from .precision import use_amp
+from .precision import amp_if_faster, use_amp
 from .presets import Preset, inpaint_steps
 from .images import check_mask, known_pixels
 from .transforms import load_pixels, to_model_space, to_pil_images
@@ -114,7 +114,8 @@ def recover(
     with the pixels where ``known`` ([1 or N, 1, H, W], bool) is True clamped to ``x``.
 
     ``amp``: bfloat16 autocast for the net (the chains stay float32); None: ``GCN_AMP``, as
-    sampling and learning (``models.precision``). On brick the recovery error was the same
+    sampling and learning (``models.precision``; under ``auto`` on a CPU, float32 where it times
+    faster). On brick the recovery error was the same
     either way (docs/inpainting.md).
 
     ``init``: where the missing pixels start: noise (a draw of N(0, sigma^2)), mean (the observed
@@ -140,8 +141,9 @@ def recover(
     else:
         start = fill_blur(x, known)
     index = model.category_index(category)
+    timed = amp is None and amp_if_faster(device.type)  # as sampling: float32 where it times faster
     amp = use_amp(device.type) if amp is None else amp
-    sampler = model.sampler(n_steps=steps, noise=noise, amp=amp)
+    sampler = model.sampler(n_steps=steps, noise=noise, amp=amp, amp_if_faster=timed)
     return sampler.sample(model.net, start, generator=generator, mask=known, known=x, callback=callback,
                           callback_every=callback_every, labels=index if model.categories > 1 else None)
 

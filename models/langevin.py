@@ -39,6 +39,9 @@ class LangevinSampler:
     n_steps: int = 10
     noise: bool = True  # False: noise-free gradient steps (recovery)
     amp: bool = False  # bfloat16 autocast for the net; chains stay float32 (pipeline: models.precision)
+    # with amp, on the CPU: float32 timed beside it on the first steps, autocast kept only where
+    # clearly faster (models.cpu_split; the pipeline's choice under GCN_AMP=auto)
+    amp_if_faster: bool = False
     # CUDA only: replay one captured step as a CUDA graph (ignored on the CPU, with a mask and
     # with labels for a net of several categories)
     cuda_graph: bool = False
@@ -64,7 +67,7 @@ class LangevinSampler:
         ``x`` is not modified; the update is the one ``sample`` applies in place."""
         x = x.detach().clone()
         noise = torch.empty_like(x) if self.noise else None
-        with cpu_split.sharing(net, x, self.amp, labels, steps=1) as grad:
+        with cpu_split.sharing(net, x, self.amp, labels, steps=1, amp_if_faster=self.amp_if_faster) as grad:
             self._step_(grad, x, noise, torch.empty_like(x), generator, mask, known, labels)
         return x
 
@@ -125,7 +128,7 @@ class LangevinSampler:
             return self._sample_graphed(net, x, steps, generator, callback, callback_every)
         noise = torch.empty_like(x) if self.noise else None
         work = torch.empty_like(x)
-        with cpu_split.sharing(net, x, self.amp, labels, steps) as grad:  # on the CPU: maybe by shares
+        with cpu_split.sharing(net, x, self.amp, labels, steps, self.amp_if_faster) as grad:  # CPU: maybe shares
             for t in range(1, steps + 1):
                 self._step_(grad, x, noise, work, generator, mask, known, labels)
                 if callback is not None and (t % callback_every == 0 or t == steps):

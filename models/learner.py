@@ -98,7 +98,10 @@ class Learner:
     """Runs learning iterations on one model and one set of observed images (model space).
 
     ``labels`` (LongTensor [N], one category per observed image) is required when the model has
-    several categories; each category needs at least one image (the counts may differ)."""
+    several categories; each category needs at least one image (the counts may differ).
+    ``amp``: bfloat16 autocast for the net, in sampling and in the parameter gradient;
+    ``amp_if_faster``: the sampler times float32 beside it and keeps the faster
+    (``LangevinSampler``); the parameter gradient keeps ``amp``."""
 
     def __init__(
         self,
@@ -107,6 +110,7 @@ class Learner:
         *,
         labels: Optional[torch.Tensor] = None,
         amp: bool = False,
+        amp_if_faster: bool = False,
         cuda_graph: bool = False,
     ):
         self.model = model
@@ -128,7 +132,7 @@ class Learner:
                                  f"{', '.join(missing)}")
             if k > 1:
                 self.labels = labels.to(self.device)
-        self.sampler = model.sampler(amp=amp, cuda_graph=cuda_graph)
+        self.sampler = model.sampler(amp=amp, amp_if_faster=amp_if_faster, cuda_graph=cuda_graph)
         self.amp = amp
         self.generator = torch.Generator(self.device).manual_seed(self.preset.seed + 1)
         self.iteration = 0

@@ -23,7 +23,7 @@ from . import checkpoint
 from .langevin import StepCallback, init_chains
 from .learner import Learner, Progress
 from .model import GenerativeModel
-from .precision import use_amp
+from .precision import amp_if_faster, use_amp
 from .presets import Preset
 from .reconstruction import reconstruct
 from .transforms import channel_mean, load_pixels, make_grid, to_model_space, to_pil_images
@@ -111,12 +111,18 @@ def make_learner(
             model.preset = model.preset.replace(iterations=preset.iterations)
             pixels = load_pixels(flat, model.preset.image_size, model.preset.resize)
             learner = Learner(model, to_model_space(pixels, model.mean), labels=_labels(labels),
-                              amp=use_amp(device.type), cuda_graph=_cuda_graph(device))
+                              **_precision(device), cuda_graph=_cuda_graph(device))
             learner.load_state(*state)
             return learner
     observed, mean = observed_images(flat, preset)
     model = GenerativeModel.create(preset, mean, names).to(device)
-    return Learner(model, observed, labels=_labels(labels), amp=use_amp(device.type), cuda_graph=_cuda_graph(device))
+    return Learner(model, observed, labels=_labels(labels), **_precision(device), cuda_graph=_cuda_graph(device))
+
+
+def _precision(device: torch.device) -> dict[str, bool]:
+    """The sampler's (and learner's) ``amp`` and ``amp_if_faster`` on ``device``: GCN_AMP and the
+    hardware (``models.precision``)."""
+    return {"amp": use_amp(device.type), "amp_if_faster": amp_if_faster(device.type)}
 
 
 def _labels(labels: Optional[list[int]]) -> Optional[torch.Tensor]:
@@ -232,7 +238,7 @@ def synthesize(
     else:
         start = init_chains(init, n, (size, size), sigma=p.sigma, generator=generator, device=device)
     prepare_device(device)
-    sampler = model.sampler(n_steps=steps, amp=use_amp(device.type), cuda_graph=_cuda_graph(device))
+    sampler = model.sampler(n_steps=steps, **_precision(device), cuda_graph=_cuda_graph(device))
     if model.categories == 1:
         return sampler.sample(model.net, start, generator=generator, callback=callback, callback_every=callback_every)
     return sampler.sample(model.net, start, generator=generator, callback=callback, callback_every=callback_every,

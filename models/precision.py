@@ -47,6 +47,15 @@ def use_amp(device_type: str, setting: str | None = None) -> bool:
     return device_type == "cuda" or (device_type == "cpu" and native_bf16())
 
 
+def amp_if_faster(device_type: str, setting: str | None = None) -> bool:
+    """Whether ``use_amp``'s autocast is to be timed against float32 and kept only where clearly
+    faster (``models.cpu_split``): under ``auto`` on a CPU. Why: on the AVX512-BF16 EPYC the
+    float32 pass (NNPACK's FFT convolutions, the channel cut) overtook bfloat16 for the
+    ``texture`` preset at 224 px, while it stays well behind on the AMX Xeon and at 64 px; ``on``
+    and ``off`` are kept as set, and CUDA keeps autocast."""
+    return device_type == "cpu" and amp_setting(setting) == "auto" and use_amp(device_type, setting)
+
+
 @functools.cache
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The flags the kernel lists for the first CPU (the cores of one machine share their

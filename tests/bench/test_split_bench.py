@@ -32,32 +32,40 @@ def test_split_ab_reads_cases_with_spaces():
 
 
 def test_settle_split_runs_auto_variants_until_decided(monkeypatch):
-    """Only the variants left to the policy are run, each until ``decision`` answers."""
-    answers = {False: [None, None, True], True: [None, False]}  # by amp: bf16 decides sooner
-    monkeypatch.setattr(cpu_split, "decision", lambda net, x, amp: answers[amp][0])
-    monkeypatch.setattr(cpu_split, "splittable", lambda net, x, amp: True)
+    """Only the variants left to the policy are run, each until ``settled`` answers; one that
+    times fp32 beside bf16 is run although a single bf16 chain cannot split."""
+    W = cpu_split.Way
+    answers = {(False, False): [None, None, W(False, True)], (True, False): [None, W(True, False)],
+               (True, True): [None, None, None, W(False, False)]}  # by (amp, amp_if_faster)
+    monkeypatch.setattr(cpu_split, "settled", lambda net, x, amp, amp_if_faster=False: answers[amp, amp_if_faster][0])
+    monkeypatch.setattr(cpu_split, "splittable", lambda net, x, amp: not amp)
     monkeypatch.setattr(langevin, "variants", lambda device: {
-        "fp32": {"amp": False}, "bf16": {"amp": True}, "fp32, one pass": {"amp": False, "cpu_split": "off"}})
+        "timed": {"amp": True, "amp_if_faster": True}, "fp32": {"amp": False}, "bf16": {"amp": True},
+        "fp32, one pass": {"amp": False, "cpu_split": "off"}})
     calls = []
 
-    def runner(name, amp):
+    def runner(name, key):
         def run():
             calls.append(name)
-            if len(answers[amp]) > 1:
-                answers[amp].pop(0)
+            if len(answers[key]) > 1:
+                answers[key].pop(0)
         return run
 
-    fns = {"fp32": runner("fp32", False), "bf16": runner("bf16", True), "fp32, one pass": runner("off", False)}
+    fns = {"timed": runner("timed", (True, True)), "fp32": runner("fp32", (False, False)),
+           "bf16": runner("bf16", (True, False)), "fp32, one pass": runner("off", (False, False))}
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        settled = langevin.settle_split(fns, None, torch.zeros(4, 3, 8, 8), budget_s=60)
+        settled = langevin.settle_split(fns, None, torch.zeros(1, 3, 8, 8), budget_s=60)
     finally:
         torch.set_num_threads(torch_threads)
-    assert calls == ["fp32", "fp32", "bf16"]
+    assert calls == ["timed"] * 3 + ["fp32"] * 2  # bf16: one chain, not splittable, not timed
+    assert settled["timed"] == {"policy": "auto", "loops": 3, "timed": True, "split": False, "amp": False}
     assert settled["fp32"]["split"] is True and settled["fp32"]["loops"] == 2
-    assert settled["bf16"]["split"] is False and settled["bf16"]["loops"] == 1
-    assert "fp32, one pass" not in settled
+    assert "bf16" not in settled and "fp32, one pass" not in settled
+    assert langevin.runs_bf16("timed", {"amp": True, "amp_if_faster": True}, settled) is False
+    assert langevin.runs_bf16("bf16", {"amp": True}, settled) is True
+    assert report._split_choice(settled["timed"]) == "fp32, one pass (3 loops of trial)"
 
 
 def test_the_report_names_an_undecided_trial_and_a_forced_policy():
@@ -75,14 +83,3 @@ def test_split_ab_memory_comes_from_a_fresh_process_per_policy():
     del big
     own = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]) // 1024
     assert 20 < mib and mib < own  # this process's peak includes the 160 MiB; the child's does not
-
-
-def test_settle_split_skips_what_never_splits(monkeypatch):
-    """A variant whose batch ``sharing`` cannot split (a single chain under bf16) is not run."""
-    monkeypatch.setattr(cpu_split, "splittable", lambda net, x, amp: not amp)
-    monkeypatch.setattr(cpu_split, "decision", lambda net, x, amp: True)
-    monkeypatch.setattr(langevin, "variants", lambda device: {"fp32": {"amp": False}, "bf16": {"amp": True}})
-    calls = []
-    settled = langevin.settle_split({"fp32": lambda: calls.append("fp32"), "bf16": lambda: calls.append("bf16")},
-                                    None, torch.zeros(1, 3, 8, 8), budget_s=60)
-    assert calls == [] and list(settled) == ["fp32"] and settled["fp32"]["split"] is True

@@ -171,6 +171,94 @@ def test_a_trial_that_times_nothing_ends_with_one_pass(monkeypatch, shares):
     assert cpu_split.decision(net, x) is False
 
 
+@pytest.fixture
+def passes(monkeypatch):
+    """(thread name, chains, bfloat16 autocast) of every pass computed, whole or a share."""
+    calls = []
+    real = cpu_split._one_pass
+
+    def spy(net, x, labels=None, *, amp):
+        calls.append((threading.current_thread().name, x.shape[0], amp))
+        return real(net, x, labels, amp=amp)
+
+    monkeypatch.setattr(cpu_split, "_one_pass", spy)
+    return calls
+
+
+def ways_of(calls, chains=4):
+    """The way each step ran, from the passes it made: (autocast, split)."""
+    ways, i = [], 0
+    while i < len(calls):
+        _, n, amp = calls[i]
+        ways.append(cpu_split.Way(amp, n < chains))
+        i += 1 if n == chains else 2
+    return ways
+
+
+@pytest.mark.parametrize("amp_margin, split_margin, expected", [
+    (1e-9, 1e-9, cpu_split.Way(False, False)),  # float32 and one pass always win
+    (1e9, 1e-9, cpu_split.Way(True, False)),  # bfloat16 always wins
+    (1e-9, 1e9, cpu_split.Way(False, True)),
+    (1e9, 1e9, cpu_split.Way(True, True)),
+])
+def test_with_amp_if_faster_the_trial_times_float32_beside_autocast(monkeypatch, passes, amp_margin, split_margin,
+                                                                     expected):
+    """Asked for bfloat16 autocast with ``amp_if_faster``, the loop's first steps go round four
+    ways in runs of 5 (autocast one pass, autocast split, float32 one pass, float32 split), the
+    first run of each a warm-up, and the fastest with the margins is kept; its steps are then
+    that way's."""
+    monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
+    monkeypatch.setattr(cpu_split, "MARGIN", split_margin)
+    monkeypatch.setattr(cpu_split, "AMP_MARGIN", amp_margin)
+    cpu_split.set_policy("auto")
+    net, x = net_with(), chains(4)
+    sampler = LangevinSampler(step_size=0.3, n_steps=60, amp=True, amp_if_faster=True)
+    sampler.sample(net, x, generator=torch.Generator().manual_seed(5))
+    W = cpu_split.Way
+    order = [W(True, False), W(True, True), W(False, False), W(False, True)]
+    # 4 warm-up runs, then 2 timed runs of each way (3 timed steps a run): decided after 60 steps
+    assert ways_of(passes) == [way for run in range(12) for way in [order[run % 4]] * 5]
+    assert cpu_split.settled(net, x, True, amp_if_faster=True) == expected
+    assert cpu_split.decision(net, x, True, amp_if_faster=True) is expected.split
+    passes.clear()
+    got = sampler.sample(net, x, generator=torch.Generator().manual_seed(5), n_steps=3)
+    assert ways_of(passes) == [expected] * 3
+    plain = LangevinSampler(step_size=0.3, n_steps=3, amp=expected.amp).sample(
+        net, x, generator=torch.Generator().manual_seed(5))
+    assert_same_chains(got, plain)
+    # asked for autocast alone (no amp_if_faster), or for float32: another decision, never float32 for autocast
+    assert cpu_split.settled(net, x, True) is None and cpu_split.settled(net, x, False) is None
+
+
+def test_amp_if_faster_with_the_split_off_times_the_precision_alone(monkeypatch, passes):
+    monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
+    monkeypatch.setattr(cpu_split, "AMP_MARGIN", 0.0)  # float32 wins
+    cpu_split.set_policy("off")
+    net, x = net_with(), chains(4)
+    LangevinSampler(step_size=0.3, n_steps=30, amp=True, amp_if_faster=True).sample(net, x)
+    W = cpu_split.Way
+    assert ways_of(passes) == [way for run in range(6) for way in [[W(True, False), W(False, False)][run % 2]] * 5]
+    assert {name for name, *_ in passes} == {"MainThread"} and not cpu_split._pool_lock.locked()
+    assert cpu_split.settled(net, x, True, amp_if_faster=True) == W(False, False)
+
+
+def test_amp_if_faster_leaves_short_loops_tiny_nets_and_the_on_policy_as_asked(monkeypatch, passes):
+    net, x = net_with(), chains(4)
+    cpu_split.set_policy("auto")
+    sampler = LangevinSampler(step_size=0.3, n_steps=40, amp=True, amp_if_faster=True)
+    sampler.sample(net, x)  # under MIN_FLOPS: never timed
+    assert {amp for *_, amp in passes} == {True} and cpu_split.settled(net, x, True, amp_if_faster=True) == (True, False)
+    monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)
+    cpu_split.forget_timings()
+    passes.clear()
+    sampler.step(net, x)  # one step: as asked, the trial left to a longer loop
+    assert passes == [("MainThread", 4, True)] and cpu_split.settled(net, x, True, amp_if_faster=True) is None
+    cpu_split.set_policy("on")
+    passes.clear()
+    sampler.sample(net, x, n_steps=3)
+    assert ways_of(passes) == [cpu_split.Way(True, True)] * 3
+
+
 def test_a_busy_pool_means_one_pass_not_a_wait(shares):
     net, x = net_with(), chains(4)
     with cpu_split._pool_lock:  # another caller is splitting

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import precision
+from models import cpu_split, precision
 from models.inpaint import recover
 from models.pipeline import make_learner, synthesize
 from models.presets import get_preset
@@ -56,6 +56,14 @@ def test_auto_autocasts_on_cuda_and_on_cpus_with_bf16_hardware(monkeypatch, flag
     assert precision.use_amp("cpu", "on") is True
 
 
+@pytest.mark.parametrize("flags, setting, expected", [(AMX, "auto", True), (ZEN4, "auto", True), (AVX2, "auto", False),
+                                                      (ZEN4, "on", False), (ZEN4, "off", False)])
+def test_float32_is_timed_beside_autocast_under_auto_on_a_cpu_only(monkeypatch, flags, setting, expected):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    assert precision.amp_if_faster("cpu", setting) is expected
+    assert precision.amp_if_faster("cuda", setting) is False  # CUDA keeps autocast under auto
+
+
 def test_the_pipeline_follows_the_setting(monkeypatch, brick64):
     """make_learner's learner, synthesize's sampler and recover (inpainting) autocast exactly when
     use_amp says so."""
@@ -68,17 +76,32 @@ def test_the_pipeline_follows_the_setting(monkeypatch, brick64):
         return real_autocast(device_type, *args, enabled=enabled, **kwargs)
 
     monkeypatch.setattr(torch, "autocast", spy)
+    timed = []  # amp_if_faster of every sampling loop
+    real_sharing = cpu_split.sharing
+
+    def sharing_spy(*args, **kwargs):
+        timed.append(kwargs.get("amp_if_faster", args[5] if len(args) > 5 else False))
+        return real_sharing(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_split, "sharing", sharing_spy)
     for flags, env, expected in [(AVX2, "auto", False), (AMX, "auto", True), (AMX, "off", False), (AVX2, "on", True)]:
         monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: flags)
         monkeypatch.setenv("GCN_AMP", env)
+        measured = expected and env == "auto"  # float32 timed beside autocast (models.cpu_split)
         learner = make_learner([brick64], preset, device=CPU)
         assert learner.amp is expected and learner.sampler.amp is expected
-        seen.clear()
+        assert learner.sampler.amp_if_faster is measured
+        seen.clear(), timed.clear()
         synthesize(learner.model, 1, seed=0, steps=2)
-        assert seen and set(seen) == {expected}, (flags, env, seen)
-        seen.clear()
+        assert seen and set(seen) == {expected}, (flags, env, seen)  # a tiny net: never timed, as asked
+        assert timed == [measured]
+        seen.clear(), timed.clear()
         x = torch.zeros(1, 3, 16, 16)
         known = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
         known[..., :8] = True
         recover(learner.model, x, known, steps=2)
         assert seen and set(seen) == {expected}, ("recover", flags, env, seen)
+        assert timed == [measured]
+        timed.clear()
+        recover(learner.model, x, known, steps=2, amp=expected)  # a caller's own choice is kept as given
+        assert timed == [False]
