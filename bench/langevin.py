@@ -233,8 +233,12 @@ def run_learning(case: dict[str, Any], device: torch.device, repeats: int, budge
 
 def settle_learner(learner: Learner, budget_s: float) -> int:
     """Run learning iterations until ``models.cpu_split`` has decided how the learner's chains
-    are sampled (at most 30 iterations or ``budget_s``); returns how many ran."""
+    are sampled (at most 30 iterations or ``budget_s``); returns how many ran. For the
+    benchmark's learners: persistent (ml) or short-run chains of one category, whose batch is
+    ``n_chains`` chains without labels (others are left as they are)."""
     sampler = learner.sampler
+    if learner.preset.learner not in ("ml", "short_run") or learner.preset.categories != 1:
+        return 0
     chains = torch.zeros(learner.n_chains, *learner.observed.shape[1:], device=learner.device)  # ml, short-run
     steps, started = 0, time.monotonic()
     while (learner.device.type == "cpu" and steps < 30 and time.monotonic() - started < budget_s

@@ -84,6 +84,8 @@ def machine(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "bf16_autocast": precision.use_amp(device.type),  # GCN_AMP and the hardware (models.precision)
+        # True: sampling loops time float32 beside autocast and keep the faster (models.cpu_split)
+        "bf16_or_fp32_timed": precision.amp_if_faster(device.type),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -24,18 +24,21 @@ Policy (``GCN_CPU_SPLIT``, or ``set_policy``):
   the split, timed (``_Trial``; loops shorter than a run carry its progress over), and the split
   is kept only if clearly faster (``MARGIN``). Steps too small to matter (``MIN_FLOPS``) never
   split, so tiny test nets never depend on a timing.
-- ``off``: one pass on all threads (with ``GCN_CPU_CONV=onednn``, bitwise reproducible).
+- ``off``: one pass on all threads (with ``GCN_CPU_CONV=onednn``, and a precision that is not
+  timed, ``GCN_AMP=on`` or ``off``, bitwise reproducible).
 - ``on``: split wherever there are two threads and two chains, or one that
   ``models.channel_pass`` serves (tests use it).
 
 The same trial can settle the precision (``amp_if_faster``, the pipeline's choice under
 ``GCN_AMP=auto`` on CPUs with bfloat16 hardware, ``models.precision``): bfloat16 autocast is
 asked for, but float32 passes (one pass, and split where that is possible) are timed beside it,
-and autocast is kept only if clearly faster (``AMP_MARGIN``). Why: with NNPACK's FFT
+and autocast is kept only if clearly faster (``AMP_MARGIN``; each precision's split or one
+pass is settled first, with ``MARGIN``, then the two compared). Why: with NNPACK's FFT
 convolutions and the channel cut, float32 overtook bfloat16 on the AVX512-BF16 EPYC for the
 ``texture`` preset at 224 px (1 thread: 44.6 against 33.0 image-steps/s), while on the AMX Xeon
 bfloat16 stays 2-2.5x ahead; float32 is also the paper's arithmetic, so a near tie goes to it.
-Under ``off`` only the precision is timed; under ``on`` nothing is.
+Under ``off`` only the precision is timed; under ``on`` nothing is. A trial holds the pool's
+lock, so two callers never time (or write) the same trial at once: the second runs as asked.
 
 Only the CPU splits, and only when the caller has two or more torch threads. The workers belong
 to one process-wide pool; a second caller that finds it busy runs one pass rather than wait. A
@@ -98,7 +101,7 @@ def get_policy() -> str:
 
 
 def forget_timings() -> None:
-    """Drop every choice made under ``auto``: each batch is timed again."""
+    """Drop every timed choice (and unfinished trial): each batch is timed again."""
     _choices.clear()
     _timings.clear()
 
@@ -122,7 +125,7 @@ def sharing(net, x: torch.Tensor, amp: bool = False, labels=None, steps: Optiona
     if choice is not None and not choice.split:
         yield one_pass_grad(net, choice.amp)
         return
-    if splits and not _pool_lock.acquire(blocking=False):  # another caller is splitting
+    if not _pool_lock.acquire(blocking=False):  # another caller is splitting or timing: as asked
         yield one_pass_grad(net, candidates[0].amp)
         return
     threads = torch.get_num_threads()
@@ -137,8 +140,7 @@ def sharing(net, x: torch.Tensor, amp: bool = False, labels=None, steps: Optiona
             yield grads[choice]
     finally:
         torch.set_num_threads(threads)
-        if splits:
-            _pool_lock.release()
+        _pool_lock.release()
 
 
 def one_pass_grad(net, amp: bool = False) -> Callable[..., torch.Tensor]:
@@ -148,21 +150,22 @@ def one_pass_grad(net, amp: bool = False) -> Callable[..., torch.Tensor]:
 
 
 def splittable(net, x: torch.Tensor, amp: bool = False, labels=None) -> bool:
-    """Whether ``sharing`` may split this batch at all (under ``auto``, once timed): on the CPU,
-    two threads or more, and two chains or one that ``models.channel_pass`` serves."""
+    """Whether ``sharing`` may split this batch at all in precision ``amp`` (under ``auto``, once
+    timed): on the CPU, two threads or more, and two chains or one that ``models.channel_pass``
+    serves (float32 only: with ``amp_if_faster`` one bfloat16 chain may still split in float32)."""
     return get_policy() != "off" and _shares(net, x, amp)[0] >= 2
 
 
 def settled(net, x: torch.Tensor, amp: bool = False, labels=None, amp_if_faster: bool = False) -> Optional[Way]:
-    """The ``Way`` ``sharing`` runs this batch's loops: decided, or None while ``auto`` has not
-    timed it yet."""
+    """The ``Way`` ``sharing`` runs this batch's loops: decided, or None while a trial has not
+    ended yet (under ``auto``, or under ``off`` with ``amp_if_faster``)."""
     ways, key = _plan(net, x, amp, labels, amp_if_faster)
     return ways[-1] if key is None else _choices.get(key)
 
 
 def decision(net, x: torch.Tensor, amp: bool = False, labels=None, amp_if_faster: bool = False) -> Optional[bool]:
-    """Whether ``sharing`` splits this batch: True or False, or None while ``auto`` has not
-    timed it yet."""
+    """Whether ``sharing`` splits this batch: True or False, or None while a trial has not ended
+    yet (``settled``)."""
     way = settled(net, x, amp, labels, amp_if_faster)
     return None if way is None else way.split
 
@@ -194,8 +197,7 @@ def _plan(net, x: torch.Tensor, amp: bool, labels, amp_if_faster: bool) -> tuple
             if not split or (policy == "auto" and _shares(net, x, p)[0] >= 2)]
     if len(ways) < 2:
         return ways, None
-    key = (tuple(x.shape), net.cost_key(), bool(amp), len(precisions) > 1, torch.get_num_threads(),
-           labels_kind(labels))
+    key = (tuple(x.shape), net.cost_key(), tuple(ways), torch.get_num_threads(), labels_kind(labels))
     if key not in _choices and net.pass_flops(x.shape) < MIN_FLOPS:
         _choices[key] = ways[0]
     return ways, key
@@ -256,21 +258,24 @@ class _Trial:
 
 
 def _decide(key: tuple, state: dict, ways: list[Way]) -> None:
-    """At the end of a trial's run: with enough timed steps of every way, keep the one whose
-    median, times ``MARGIN`` for one pass and ``AMP_MARGIN`` for float32 where bfloat16 was asked
-    for, is least (so the split and bfloat16 must be clearly faster); the first way (as asked,
-    one pass) if the loops time too few steps (none of some way after the runs a long loop would
-    have timed, or not enough in ``TIMING_MAX_RUNS`` runs per way)."""
+    """At the end of a trial's run, with enough timed steps of every way: in each precision the
+    split if its median is under ``MARGIN`` of one pass's, then bfloat16's pick over float32's
+    (where both were timed) only if under ``AMP_MARGIN`` of its median: the split and bfloat16
+    must each be clearly faster. The first way (as asked, one pass) if the loops time too few
+    steps (none of some way after the runs a long loop would have timed, or not enough in
+    ``TIMING_MAX_RUNS`` runs per way)."""
     wanted = max(1, TIMING_ROUNDS * (TIMING_RUN - TIMING_SKIP))
     timed = min(len(state[way]) for way in ways)
     if timed >= wanted:
-        asked = ways[0].amp
-
-        def score(way: Way) -> float:
-            return (statistics.median(state[way]) * (1 if way.split else MARGIN)
-                    * (AMP_MARGIN if asked and not way.amp else 1))
-
-        _choices[key] = min(ways, key=score)
+        median = {way: statistics.median(state[way]) for way in ways}
+        picks = []  # per precision, in the order asked
+        for amp in dict.fromkeys(way.amp for way in ways):
+            one, split = Way(amp, False), Way(amp, True)
+            picks.append(split if split in median and median[split] < MARGIN * median[one] else one)
+        pick = picks[0]
+        if len(picks) == 2 and not median[picks[0]] < AMP_MARGIN * median[picks[1]]:
+            pick = picks[1]  # bfloat16 asked for, not clearly faster: float32
+        _choices[key] = pick
     elif state["run"] >= TIMING_MAX_RUNS * len(ways) or (timed == 0 and state["run"] >= len(ways) * (TIMING_ROUNDS + 1)):
         _choices[key] = ways[0]
     else:

@@ -4,8 +4,9 @@ multiply natively. Needs no torch (the API process validates the setting without
 Why a hardware test: bfloat16 autocast is a large win only where the CPU has bfloat16 matrix
 instructions. In float32 the ``texture`` preset at 224 px sampled 1.7-2.5x as fast as the
 reference loop on a 2-core Xeon with AMX, and under autocast 5-7x; on an AVX512-BF16 EPYC
-autocast was 1.5-1.75x faster than float32; but on an AVX2-only EPYC, where bfloat16 is
-emulated, 15-17x *slower* (docs/benchmarks.md). PyTorch 2.13 has no public query for these
+autocast was 1.5-1.75x faster than float32 at first, but once float32 ran NNPACK's FFT
+convolutions and the channel cut it was ahead at 224 px (hence ``amp_if_faster``); on an
+AVX2-only EPYC, where bfloat16 is emulated, autocast was 15-17x *slower* (docs/benchmarks.md). PyTorch 2.13 has no public query for these
 instruction sets, so they are read from the kernel's list of CPU flags (Linux); elsewhere none
 is assumed. The flags say what the CPU offers: a process that caps oneDNN's instruction set
 (``ONEDNN_MAX_CPU_ISA``) below it should set ``GCN_AMP=off`` too.
@@ -38,9 +39,10 @@ def use_amp(device_type: str, setting: str | None = None) -> bool:
 
     ``auto`` (default): on CUDA, and on CPUs that multiply bfloat16 in hardware (AMX or
     AVX512-BF16), where the time-to-quality race reached its threshold in the same number of
-    iterations as in float32; float32 elsewhere. ``on`` forces it, ``off`` gives float32
-    everywhere (the paper's arithmetic; with ``GCN_CPU_CONV=onednn`` and ``GCN_CPU_SPLIT=off``,
-    bitwise reproducible)."""
+    iterations as in float32 (on such CPUs sampling loops also time float32 and keep it unless
+    autocast is clearly faster: ``amp_if_faster``); float32 elsewhere. ``on`` forces it, ``off``
+    gives float32 everywhere (the paper's arithmetic; with ``GCN_CPU_CONV=onednn`` and
+    ``GCN_CPU_SPLIT=off``, bitwise reproducible)."""
     setting = amp_setting(setting)
     if setting != "auto":
         return setting == "on"

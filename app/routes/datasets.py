@@ -14,6 +14,7 @@ from service.ingest import UploadError, decode_image
 from service.jobs import new_id
 
 from ..deps import ServicesDep
+from ..files import open_file
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
 from ..problems import NotFound, Problem, missing, responses
 from ..schemas import DatasetOut
@@ -117,7 +118,6 @@ def get_dataset_image(dataset_id: str, k: Annotated[int, Path(ge=0, le=10_000)],
     if k >= d.image_count:
         raise Problem(404, f"dataset {dataset_id} has {d.image_count} images (0..{d.image_count - 1})",
                       type="/problems/not-found")
-    path = services.artifacts.path(keys.dataset_image(d.id, k))
-    if not path.is_file():  # removed between the row read and now (cleanup: rows first, then files)
-        raise missing(services.store, principal, "dataset", dataset_id)
-    return FileResponse(path, media_type="image/png")
+    # removed between the row read and now (cleanup: rows first, then files): 410 for the owner
+    return open_file(services.artifacts.path(keys.dataset_image(d.id, k)), "image/png",
+                     lambda: missing(services.store, principal, "dataset", dataset_id))

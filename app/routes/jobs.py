@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Query, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.exc import OperationalError
 
@@ -16,7 +16,8 @@ from service.db import Job
 from service.jobs import TERMINAL, BadCursor, JobKind, JobStatus, JobStore
 
 from ..deps import Artifacts, SettingsDep, Store
-from ..problems import NotFound, NotReady, Problem, missing, responses
+from ..files import open_file
+from ..problems import NotFound, NotReady, Problem, gone, missing, responses
 from ..schemas import JobOut, JobPage
 from ..security import PrincipalDep
 
@@ -106,34 +107,33 @@ def cancel_job(job: JobDep, store: Store, response: Response) -> JobOut:
     return JobOut.of(updated)
 
 
-def _result_file(job: Job, key: str, artifacts) -> FileResponse:
+def _result_file(job: Job, key: str, artifacts, store: JobStore, principal) -> StreamingResponse:
     if job.status != JobStatus.succeeded.value:
         raise NotReady(job.id, job.status)
-    if not artifacts.exists(key):
-        raise Problem(404, "this job has no such result", type="/problems/not-found")
-    return FileResponse(artifacts.path(key), media_type="image/png")
+    return open_file(artifacts.path(key), "image/png", lambda: gone(store, principal, "job", job.id) or Problem(
+        404, "this job has no such result", type="/problems/not-found"))  # 410: removed by cleanup meanwhile
 
 
 @router.get("/{job_id}/images/{k}.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409, 410)})
-def get_job_image(job: JobDep, k: Annotated[int, Path(ge=0, le=10_000)], artifacts: Artifacts):
+def get_job_image(job: JobDep, k: Annotated[int, Path(ge=0, le=10_000)], artifacts: Artifacts, store: Store,
+                  principal: PrincipalDep):
     if job.kind == JobKind.learn.value:
         raise Problem(404, "learning jobs have no images; see preview.png or the model", type="/problems/not-found")
-    return _result_file(job, keys.job_image(job.id, k), artifacts)
+    return _result_file(job, keys.job_image(job.id, k), artifacts, store, principal)
 
 
 @router.get("/{job_id}/grid.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409, 410)})
-def get_job_grid(job: JobDep, artifacts: Artifacts):
+def get_job_grid(job: JobDep, artifacts: Artifacts, store: Store, principal: PrincipalDep):
     if job.kind == JobKind.learn.value:
         raise Problem(404, "learning jobs have no grid; see preview.png or the model", type="/problems/not-found")
-    return _result_file(job, keys.job_grid(job.id), artifacts)
+    return _result_file(job, keys.job_grid(job.id), artifacts, store, principal)
 
 
 @router.get("/{job_id}/preview.png", response_class=FileResponse, responses={**PNG, **responses(401, 404, 409, 410)})
-def get_job_preview(job: JobDep, artifacts: Artifacts):
+def get_job_preview(job: JobDep, artifacts: Artifacts, store: Store, principal: PrincipalDep):
     """The latest synthesis of a learning job (updated while it learns)."""
     if job.kind != JobKind.learn.value:
         raise Problem(404, "only learning jobs have previews", type="/problems/not-found")
-    key = keys.job_preview(job.id)
-    if not artifacts.exists(key):
-        raise NotReady(job.id, job.status, f"job {job.id} is {job.status} and has no preview yet")
-    return FileResponse(artifacts.path(key), media_type="image/png", headers={"Cache-Control": "no-store"})
+    return open_file(artifacts.path(keys.job_preview(job.id)), "image/png", lambda: gone(
+        store, principal, "job", job.id) or NotReady(job.id, job.status, f"job {job.id} is {job.status} and has no "
+                                                     "preview yet"), headers={"Cache-Control": "no-store"})

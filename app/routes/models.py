@@ -19,6 +19,7 @@ from service.submit import BrokerUnavailable, TooManyJobs, submit
 from service.webhooks import MAX_URL, BadWebhook, admit
 
 from ..deps import ServicesDep
+from ..files import open_file
 from ..idempotency import Idempotent, IdempotencyKey, file_digest
 from ..problems import NotFound, NotReady, Problem, gone, invalid, missing, responses
 from ..schemas import JobOut, ModelCreate, ModelOut, ModelPage, SampleCreate, WebhookIn
@@ -216,10 +217,10 @@ def delete_model(model_id: str, services: ServicesDep, principal: PrincipalDep) 
     **responses(401, 404, 409, 410)})
 def get_weights(model_id: str, services: ServicesDep, principal: PrincipalDep):
     m = ready_model(services, principal, model_id)
-    path = services.artifacts.path(keys.model_weights(m.id))
-    if not path.is_file():  # removed between the row read and now (cleanup: rows first, then files)
-        raise missing(services.store, principal, "model", model_id)
-    return FileResponse(path, media_type="application/octet-stream", filename=f"{m.id}.safetensors")
+    # removed between the row read and now (cleanup: rows first, then files): 410 for the owner
+    return open_file(services.artifacts.path(keys.model_weights(m.id)), "application/octet-stream",
+                     lambda: missing(services.store, principal, "model", model_id),
+                     headers={"Content-Disposition": f'attachment; filename="{m.id}.safetensors"'})
 
 
 @router.post("/{model_id}/samples", status_code=202, response_model=JobOut,

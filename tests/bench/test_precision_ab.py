@@ -29,6 +29,7 @@ def test_precision_ab_reports_what_the_trial_kept(monkeypatch, capsys, amp_margi
     monkeypatch.setattr(cpu_split, "MIN_FLOPS", 0)  # a tiny net, timed all the same
     monkeypatch.setattr(cpu_split, "MARGIN", 1e-9)  # one pass always
     monkeypatch.setattr(cpu_split, "AMP_MARGIN", amp_margin)
+    monkeypatch.setattr(cpu_split, "_policy", "auto")  # whatever GCN_CPU_SPLIT says here
     threads = torch.get_num_threads()
     assert precision_ab.main(["--threads", "2", "--rounds", "1", "--cases", "texture-fast@32x2"]) == 0
     assert torch.get_num_threads() == threads

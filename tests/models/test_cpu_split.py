@@ -223,9 +223,11 @@ def test_with_amp_if_faster_the_trial_times_float32_beside_autocast(monkeypatch,
     passes.clear()
     got = sampler.sample(net, x, generator=torch.Generator().manual_seed(5), n_steps=3)
     assert ways_of(passes) == [expected] * 3
+    cpu_split.set_policy("on" if expected.split else "off")  # the same way, untimed
     plain = LangevinSampler(step_size=0.3, n_steps=3, amp=expected.amp).sample(
         net, x, generator=torch.Generator().manual_seed(5))
     assert_same_chains(got, plain)
+    cpu_split.set_policy("auto")
     # asked for autocast alone (no amp_if_faster), or for float32: another decision, never float32 for autocast
     assert cpu_split.settled(net, x, True) is None and cpu_split.settled(net, x, False) is None
 
