@@ -17,17 +17,23 @@ from service.db import Dataset, Job, utcnow
 from service.settings import Settings
 
 
-def test_expired_results_and_uploads_answer_410(tmp_path, brick64):
-    settings = Settings(data_dir=tmp_path, auth="off", result_ttl=3600, upload_ttl=3600)
+def dataset_and_canceled_learning(c: TestClient, brick64) -> tuple[io.BytesIO, dict, dict]:
+    """(the PNG uploaded, its dataset, a learning job on it, canceled, with a preview file)."""
     buf = io.BytesIO()
     brick64.save(buf, format="PNG")
+    d = c.post("/v1/datasets", files=[("images", ("b.png", buf.getvalue(), "image/png"))],
+               data={"kind": "texture"}).json()
+    job = c.post("/v1/models", json={"dataset_id": d["id"], "overrides": {"iterations": 5, "image_size": 32}}).json()
+    c.post(f"/v1/jobs/{job['id']}/cancel")
+    c.app.state.services.artifacts.put(keys.job_preview(job["id"]), buf.getvalue())
+    return buf, d, job
+
+
+def test_expired_results_and_uploads_answer_410(tmp_path, brick64):
+    settings = Settings(data_dir=tmp_path, auth="off", result_ttl=3600, upload_ttl=3600)
     with TestClient(create_app(settings)) as c:
         services = c.app.state.services
-        d = c.post("/v1/datasets", files=[("images", ("b.png", buf.getvalue(), "image/png"))],
-                   data={"kind": "texture"}).json()
-        job = c.post("/v1/models", json={"dataset_id": d["id"], "overrides": {"iterations": 5, "image_size": 32}}).json()
-        c.post(f"/v1/jobs/{job['id']}/cancel")
-        services.artifacts.put(keys.job_preview(job["id"]), buf.getvalue())
+        buf, d, job = dataset_and_canceled_learning(c, brick64)
         assert c.get(f"/v1/jobs/{job['id']}/preview.png").status_code == 200
         old = utcnow() - timedelta(hours=2)
         with services.db.session() as s:
@@ -95,15 +101,9 @@ def test_a_file_removed_after_its_row_was_read_answers_410_not_500(tmp_path, bri
     from service.jobs import new_id
 
     settings = Settings(data_dir=tmp_path, auth="off", result_ttl=3600, upload_ttl=3600)
-    buf = io.BytesIO()
-    brick64.save(buf, format="PNG")
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         services = c.app.state.services
-        d = c.post("/v1/datasets", files=[("images", ("b.png", buf.getvalue(), "image/png"))],
-                   data={"kind": "texture"}).json()
-        learn = c.post("/v1/models", json={"dataset_id": d["id"], "overrides": {"iterations": 5, "image_size": 32}}).json()
-        c.post(f"/v1/jobs/{learn['id']}/cancel")
-        services.artifacts.put(keys.job_preview(learn["id"]), buf.getvalue())
+        buf, d, learn = dataset_and_canceled_learning(c, brick64)
         m = TrainedModel(id=new_id(), dataset_id=d["id"], job_id=learn["id"], preset="texture-fast", kind="texture",
                          learner="short_run", image_size=32, chain_size=None, iterations=1,
                          config={"sample_steps": 40}, curve=[], api_key_id=None)
