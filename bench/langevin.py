@@ -126,14 +126,21 @@ def settle_split(fns: dict[str, Callable[[], Any]], net, x0: torch.Tensor, budge
         def way():
             return cpu_split.settled(net, x0, amp, amp_if_faster=timed)
 
-        loops, started = 0, time.monotonic()
-        while way() is None and loops < 100 and time.monotonic() - started < budget_s:
-            fns[name]()
-            loops += 1
+        loops, _ = until_settled(fns[name], way, 100, budget_s)
         settled[name] = {"policy": cpu_split.get_policy(), "loops": loops, "timed": timed,
                          "split": None if way() is None else way().split,
                          "amp": None if way() is None else way().amp}
     return settled
+
+
+def until_settled(run: Callable[[], Any], way: Callable[[], Any], max_runs: int, budget_s: float) -> tuple[int, float]:
+    """Call ``run`` until ``way()`` (a ``models.cpu_split.settled`` answer) is not None, at most
+    ``max_runs`` times or ``budget_s`` seconds; returns the calls and the seconds they took."""
+    runs, started = 0, time.monotonic()
+    while way() is None and runs < max_runs and time.monotonic() - started < budget_s:
+        run()
+        runs += 1
+    return runs, time.monotonic() - started
 
 
 def runs_bf16(name: str, flags: dict[str, Any], settled: dict[str, Any]) -> bool:
@@ -161,13 +168,13 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
 
     fns = {"reference": lambda: reference_langevin(ref, x0, steps, p.step_size, p.sigma,
                                                    torch.Generator(device).manual_seed(5))}
-    for name, flags in variants(device).items():
+    flags_of = variants(device)
+    for name, flags in flags_of.items():
         fns[name] = make_sampler(flags)
     out["cpu_split"] = settle_split(fns, net, x0, budget_s)
-    checks = {name: agreement(model, ref, x0, min(steps, 10), **flags) for name, flags in variants(device).items()}
+    checks = {name: agreement(model, ref, x0, min(steps, 10), **flags) for name, flags in flags_of.items()}
     out["agreement_rel_max"] = checks
     t = common.interleaved(fns, device, repeats, warmup=1, budget_s=budget_s)
-    flags_of = variants(device)
     for name, timing in t.items():
         row = {
             "image_steps_per_s": n * steps / timing.median,
@@ -239,13 +246,11 @@ def settle_learner(learner: Learner, budget_s: float) -> int:
     sampler = learner.sampler
     if learner.preset.learner not in ("ml", "short_run") or learner.preset.categories != 1:
         return 0
+    if learner.device.type != "cpu":
+        return 0
     chains = torch.zeros(learner.n_chains, *learner.observed.shape[1:], device=learner.device)  # ml, short-run
-    steps, started = 0, time.monotonic()
-    while (learner.device.type == "cpu" and steps < 30 and time.monotonic() - started < budget_s
-           and cpu_split.settled(learner.model.net, chains, sampler.amp, amp_if_faster=sampler.amp_if_faster) is None):
-        learner.step()
-        steps += 1
-    return steps
+    return until_settled(learner.step, lambda: cpu_split.settled(learner.model.net, chains, sampler.amp,
+                                                                 amp_if_faster=sampler.amp_if_faster), 30, budget_s)[0]
 
 
 def graph_check(device: torch.device) -> dict[str, Any]:

@@ -26,8 +26,8 @@ import torch
 from models import cpu_split, precision
 from models.langevin import LangevinSampler
 
-from . import common
-from .langevin import _model
+from . import common, report
+from .langevin import _model, until_settled
 from .split_ab import STEPS, parse_case
 
 SAMPLERS = {"bf16": {"amp": True}, "fp32": {"amp": False}, "timed": {"amp": True, "amp_if_faster": True}}
@@ -53,13 +53,8 @@ def time_case(preset: str, size: int, chains: int, rounds: int) -> dict:
         s = samplers[name]
         return cpu_split.settled(net, x0, s.amp, amp_if_faster=s.amp_if_faster)
 
-    trial = {}
-    for name in ("timed", "bf16", "fp32"):  # the timed one first: its trial pays every first sight
-        loops, seconds = 0, 0.0
-        while way(name) is None and loops < 100:
-            seconds += loop(name)
-            loops += 1
-        trial[name] = (loops, seconds)
+    trial = {name: until_settled(lambda: loop(name), lambda: way(name), 100, float("inf"))
+             for name in ("timed", "bf16", "fp32")}  # the timed one first: its trial pays every first sight
     names = list(SAMPLERS)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds + 2):
@@ -85,7 +80,7 @@ def parse_threads(text: str) -> list[int]:
 def kept_words(way) -> str:
     if way is None:
         return "undecided"
-    return f"{'bf16' if way.amp else 'fp32'}, {'split' if way.split else 'one pass'}"
+    return f"{'bf16' if way.amp else 'fp32'}, {report.SPLIT_WORDS[way.split]}"
 
 
 def main(argv: list[str]) -> int:
