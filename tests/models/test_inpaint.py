@@ -81,11 +81,13 @@ def test_recovery_changes_only_the_missing_pixels(tiny_model, noise):
 
 
 def test_noise_free_recovery_is_the_clamped_langevin_drift(tiny_model):
-    """One noise-free step on the missing pixels is exactly -(delta^2/2)(x/sigma^2 - df/dx)."""
+    """One noise-free step on the missing pixels is exactly -(delta^2/2)(x/sigma^2 - df/dx).
+    In float32, as the autograd reference: under bfloat16 autocast (the default on CPUs with
+    bfloat16 hardware) the step differed by more than 1e-4 in 4 of 100 random draws."""
     x = torch.randn(1, 3, 32, 32, dtype=torch.float32) * 30
     known = random_known_mask((32, 32), 0.3, seed=5)
     start = fill_mean(x, known)
-    y = recover(tiny_model, x, known, steps=1, noise=False, init="mean")
+    y = recover(tiny_model, x, known, steps=1, noise=False, init="mean", amp=False)
     _, g = tiny_model.net.score_and_grad_autograd(start)
     p = tiny_model.preset
     expected = torch.where(known, x, start - 0.5 * p.step_size**2 * (start / p.sigma**2 - g))
