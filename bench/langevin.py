@@ -8,7 +8,8 @@ on a GPU the texture preset with many chains), at each thread count asked for:
 - Langevin throughput in image-steps per second, both implementations timed round-robin, and
   the ratio (median over rounds of reference time / models time);
 - GFLOP/s achieved (FLOPs from the layer shapes: forward + input gradient of every active layer)
-  against the machine's measured matmul peak at the same thread count;
+  against the machine's measured matmul peak at the same thread count, probed before and after
+  the cases (each probe's better moment, ``common.best_peaks``);
 - seconds per learning iteration (``models.learner.Learner.step`` against
   ``bench.reference.ReferenceLearner.step``), at the net's full depth.
 """
@@ -185,15 +186,32 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
         }
         # bf16 variants against the bf16 peak where it was measured (CPUs with bf16 hardware)
         bf16 = name != "reference" and runs_bf16(name, flags_of[name], out["cpu_split"])
-        pk = peaks.get("bf16") if bf16 and peaks.get("bf16") else peaks
-        row["peak_dtype"] = "bf16" if pk is not peaks else "fp32"
-        row["peak_fraction_best"] = row["gflops_best"] / pk["peak_gflops"]
-        row["peak_fraction_median"] = row["gflops_median"] / pk["peak_gflops"]
-        row["sgemm_fraction_best"] = row["gflops_best"] / pk["sgemm_gflops"]
+        row["peak_dtype"] = "bf16" if bf16 and peaks.get("bf16") else "fp32"
+        against_peak(row, peaks)
         if name != "reference":
             row["speedup_vs_reference"] = common.paired_ratio(t["reference"], timing)
         out["variants"][name] = row
     return out
+
+
+def against_peak(row: dict[str, Any], peaks: dict[str, Any]) -> None:
+    """A variant's share of the peak of its precision (``row["peak_dtype"]``), median and best."""
+    pk = peaks["bf16"] if row["peak_dtype"] == "bf16" else peaks
+    row["peak_fraction_best"] = row["gflops_best"] / pk["peak_gflops"]
+    row["peak_fraction_median"] = row["gflops_median"] / pk["peak_gflops"]
+    row["sgemm_fraction_best"] = row["gflops_best"] / pk["sgemm_gflops"]
+
+
+def measure_peaks(device: torch.device, quick: bool, when: str) -> dict[str, Any]:
+    """``common.matmul_peak`` at the current thread count, and its bf16 one on CPUs with bf16
+    hardware (whatever ``GCN_AMP`` says)."""
+    n_threads = torch.get_num_threads()
+    common.log(f"langevin: {n_threads} thread(s): matmul peak {when}")
+    peak = common.matmul_peak(device, repeats=5 if quick else 9)
+    if device.type == "cpu" and precision.native_bf16():
+        common.log(f"langevin: {n_threads} thread(s): bf16 matmul peak {when}")
+        peak["bf16"] = common.matmul_peak(device, repeats=5 if quick else 9, dtype=torch.bfloat16)
+    return peak
 
 
 def run_learning(case: dict[str, Any], device: torch.device, repeats: int, budget_s: float) -> dict[str, Any]:
@@ -279,11 +297,7 @@ def run(device: torch.device, threads: list[int], quick: bool) -> dict[str, Any]
     results: dict[str, Any] = {"by_threads": []}
     for n_threads in threads if device.type == "cpu" else [torch.get_num_threads()]:
         torch.set_num_threads(n_threads)
-        common.log(f"langevin: {n_threads} thread(s): matmul peak")
-        peak = common.matmul_peak(device, repeats=5 if quick else 9)
-        if device.type == "cpu" and precision.native_bf16():  # the hardware, whatever GCN_AMP says
-            common.log(f"langevin: {n_threads} thread(s): bf16 matmul peak")
-            peak["bf16"] = common.matmul_peak(device, repeats=5 if quick else 9, dtype=torch.bfloat16)
+        peak = measure_peaks(device, quick, "before the cases")
         entry: dict[str, Any] = {"threads": n_threads, "peak": peak, "cases": [], "learning": []}
         for case in cases(device, quick):
             common.log(f"langevin: {n_threads} thread(s): {case['name']} sampling")
@@ -291,6 +305,11 @@ def run(device: torch.device, threads: list[int], quick: bool) -> dict[str, Any]
             if "chains" in case and case["chains"] == get_preset(case["preset"]).n_chains:
                 common.log(f"langevin: {n_threads} thread(s): {case['name']} learning iterations")
                 entry["learning"].append(run_learning(case, device, 3 if quick else 7, 20 if quick else 90))
+        # the peak again, and each case scored against the better of the two moments (``common.best_peaks``)
+        entry["peak"] = common.best_peaks(peak, measure_peaks(device, quick, "after the cases"))
+        for case_result in entry["cases"]:
+            for row in case_result["variants"].values():
+                against_peak(row, entry["peak"])
         if device.type == "cuda":
             common.log("langevin: CUDA graph against eager")
             entry["graph_vs_eager_rel_max"] = graph_check(device)
