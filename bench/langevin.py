@@ -3,8 +3,9 @@
 For each case (the ``texture`` preset at 224 px, the small ``texture-fast`` preset at 64 px, and
 on a GPU the texture preset with many chains), at each thread count asked for:
 
-- agreement: the same chains, weights and seed through both implementations (fails loudly if
-  they disagree beyond float32 rounding);
+- agreement: the same chains, weights and seed through both implementations, reported as the
+  largest difference relative to the chains' largest value (float32 rounding, or bf16's, is
+  ~1e-7 to ~1e-4 after 10 steps; anything larger is a bug to read in the table);
 - Langevin throughput in image-steps per second, both implementations timed round-robin, and
   the ratio (median over rounds of reference time / models time);
 - GFLOP/s achieved (FLOPs from the layer shapes: forward + input gradient of every active layer)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One prepared run for a GPU machine lent for a few minutes (issue 6: the GPU figures).
+#
+#   bash bench/gpu_check.sh            # from the repository root; results under $OUT (default bench/out/gpu)
+#
+# Why a script: such a machine is lent for 15 minutes in all, starting takes one or two, and it
+# may have no network. So everything runs in one call, in order of value, each step under its
+# own time limit, and every result is written as soon as it exists:
+#   1. the machine: GPU, driver, Python and torch versions (env.txt);
+#   2. the CUDA tests that CI skips (tests/models/test_cuda.py; cuda-tests.txt);
+#   3. the benchmarks on CUDA, quick: Langevin throughput against the reference loop (with the
+#      CUDA-graph and float32 variants), time to quality, then scaling (bench.log; the JSON is
+#      rewritten after each section, so a step cut off by its limit keeps the sections before it;
+#      `python -m bench.report <json>` renders its tables anywhere).
+# It uses the machine's own python3 and torch (the project is not installed there: models/ and
+# bench/ need only torch, numpy, Pillow and scikit-image). Exit status: non-zero if a step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out/gpu}
+PY=${PYTHON:-python3}
+TEST_LIMIT=${TEST_LIMIT:-150}
+BENCH_LIMIT=${BENCH_LIMIT:-330}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+status=0
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || echo "nvidia-smi failed"
+  "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, 'cuda', torch.version.cuda, \
+torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+} 2>&1 | tee "$OUT/env.txt"
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: torch sees no CUDA device here; nothing to measure" | tee -a "$OUT/env.txt"
+  exit 2
+fi
+
+echo "== CUDA tests (limit ${TEST_LIMIT} s)"
+timeout "$TEST_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== bench --device cuda --quick (limit ${BENCH_LIMIT} s)"
+timeout "$BENCH_LIMIT" "$PY" -m bench --device cuda --quick --only langevin,quality,scaling --no-docs 2>&1 \
+  | tee "$OUT/bench.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+cp bench/out/cuda-*.json bench/out/cuda-*.md "$OUT"/ 2>/dev/null
+ls -l "$OUT"
+exit "$status"
