@@ -98,7 +98,7 @@ def machine_tag(device: torch.device) -> str:
         tag = "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
     else:
         flags = precision.cpu_flags()
-        bf16 = "-amx" if "amx_bf16" in flags else ("-bf16" if precision.native_bf16(flags) else "")
+        bf16 = "-amx" if precision.AMX_FLAG in flags else ("-bf16" if precision.native_bf16(flags) else "")
         tag = f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}{bf16}"
     setting = precision.amp_setting()
     return tag if setting == "auto" else f"{tag}-amp-{setting}"

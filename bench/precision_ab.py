@@ -9,9 +9,9 @@ three samplers (bf16; fp32; timed, the pipeline's) until its trial has decided, 
 one's trial (the first-sight cost a worker pays once per shape), then times whole sampling loops
 of the three interleaved round by round in rotating order (the first two rounds dropped as
 warm-up). Prints a markdown table of image-steps per second; nothing is written. About 2 minutes
-on 2 cores of an AMD EPYC with the default cases. On a CPU without bfloat16 hardware autocast is
-emulated (many times slower) and ``auto`` keeps float32 untimed: the timed sampler is then not
-the pipeline's default, and its columns say "opt-in here".
+on 2 cores of an AMD EPYC with the default cases. The timed sampler is the pipeline's default on
+CPUs with AVX512-BF16 and no AMX only: with AMX ``auto`` keeps bfloat16 untimed, and without
+bfloat16 hardware (emulated, many times slower) float32 untimed; there its columns say so.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def main(argv: list[str]) -> int:
     native = precision.native_bf16()
     print(f"{machine.get('cpu', 'CPU')}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
           f"{common.load()}; bfloat16 {'in hardware' if native else 'emulated (GCN_AMP=auto keeps float32 here)'}\n")
-    timed = "timed" if native else "timed (opt-in here)"
+    timed = ("timed" if precision.amp_if_faster("cpu") else
+             "timed (not the default here)" if native else "timed (opt-in here)")
     print(f"| case | threads | steps a loop | bf16 image-steps/s | fp32 image-steps/s | {timed} image-steps/s "
           f"| {timed} kept | its trial |")
     print("|---|---|---|---|---|---|---|---|")

@@ -30,13 +30,14 @@ Policy (``GCN_CPU_SPLIT``, or ``set_policy``):
   ``models.channel_pass`` serves (tests use it).
 
 The same trial can settle the precision (``amp_if_faster``, the pipeline's choice under
-``GCN_AMP=auto`` on CPUs with bfloat16 hardware, ``models.precision``): bfloat16 autocast is
+``GCN_AMP=auto`` on CPUs with AVX512-BF16 and no AMX, ``models.precision``): bfloat16 autocast is
 asked for, but float32 passes (one pass, and split where that is possible) are timed beside it,
 and autocast is kept only if clearly faster (``AMP_MARGIN``; each precision's split or one
 pass is settled first, with ``MARGIN``, then the two compared). Why: with NNPACK's FFT
 convolutions and the channel cut, float32 overtook bfloat16 on the AVX512-BF16 EPYC for the
 ``texture`` preset at 224 px (1 thread: 44.6 against 33.0 image-steps/s), while on the AMX Xeon
-bfloat16 stays 2-2.5x ahead; float32 is also the paper's arithmetic, so a near tie goes to it.
+bfloat16 stays 1.6-3.6x ahead (not timed there); float32 is also the paper's arithmetic, so a
+near tie goes to it.
 Under ``off`` only the precision is timed; under ``on`` nothing is. A trial holds the pool's
 lock, so two callers never time (or write) the same trial at once: the second runs as asked.
 

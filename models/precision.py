@@ -5,7 +5,8 @@ Why a hardware test: bfloat16 autocast is a large win only where the CPU has bfl
 instructions. In float32 the ``texture`` preset at 224 px sampled 1.7-2.5x as fast as the
 reference loop on a 2-core Xeon with AMX, and under autocast 5-7x; on an AVX512-BF16 EPYC
 autocast was 1.5-1.75x faster than float32 at first, but once float32 ran NNPACK's FFT
-convolutions and the channel cut it was ahead at 224 px (hence ``amp_if_faster``); on an
+convolutions and the channel cut it was ahead at 224 px (hence ``amp_if_faster``, timed there,
+not with AMX, where bfloat16 stays 1.6-3.6x ahead); on an
 AVX2-only EPYC, where bfloat16 is emulated, autocast was 15-17x *slower* (docs/benchmarks.md). PyTorch 2.13 has no public query for these
 instruction sets, so they are read from the kernel's list of CPU flags (Linux); elsewhere none
 is assumed. The flags say what the CPU offers: a process that caps oneDNN's instruction set
@@ -18,7 +19,8 @@ import functools
 import os
 from pathlib import Path
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # AMX tiles; AVX-512 bfloat16 dot products
+AMX_FLAG = "amx_bf16"  # AMX tiles multiplying bfloat16
+BF16_FLAGS = (AMX_FLAG, "avx512_bf16")  # AMX tiles; AVX-512 bfloat16 dot products
 AMP_VALUES = {"auto": "auto", "1": "on", "on": "on", "true": "on", "yes": "on",
               "0": "off", "off": "off", "false": "off", "no": "off"}
 
@@ -51,11 +53,15 @@ def use_amp(device_type: str, setting: str | None = None) -> bool:
 
 def amp_if_faster(device_type: str, setting: str | None = None) -> bool:
     """Whether ``use_amp``'s autocast is to be timed against float32 and kept only where clearly
-    faster (``models.cpu_split``): under ``auto`` on a CPU. Why: on the AVX512-BF16 EPYC the
-    float32 pass (NNPACK's FFT convolutions, the channel cut) overtook bfloat16 for the
-    ``texture`` preset at 224 px, while it stays well behind on the AMX Xeon and at 64 px; ``on``
-    and ``off`` are kept as set, and CUDA keeps autocast."""
-    return device_type == "cpu" and amp_setting(setting) == "auto" and use_amp(device_type, setting)
+    faster (``models.cpu_split``): under ``auto`` on a CPU with AVX512-BF16 and no AMX. Why: on
+    the AVX512-BF16 EPYC the float32 pass (NNPACK's FFT convolutions, the channel cut) overtook
+    bfloat16 for the ``texture`` preset at 224 px, while at 64 px it stays behind. With AMX tiles
+    bfloat16 was 1.6-3.6x ahead of float32 in every case measured (64 to 512 px, 1 to 16 chains,
+    1 and 2 threads; ``python -m bench.precision_ab``, docs/benchmarks.md), so timing float32
+    there would only cost its first sights (up to ~9 s a shape for a worker) to keep bfloat16
+    anyway. ``on`` and ``off`` are kept as set, and CUDA keeps autocast."""
+    return (device_type == "cpu" and amp_setting(setting) == "auto" and use_amp(device_type, setting)
+            and AMX_FLAG not in cpu_flags())
 
 
 @functools.cache

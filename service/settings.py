@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     amp: Literal["auto", "on", "off"] = Field(
         "auto",
         description="bfloat16 autocast for the net (chains stay float32): auto (CUDA, and CPUs with AMX or "
-        "AVX512-BF16, where sampling loops time float32 beside it and keep bfloat16 only if under 90 % of "
-        "float32's time), on, or off (float32 everywhere).",
+        "AVX512-BF16; without AMX sampling loops time float32 beside it and keep bfloat16 only if under 90 % "
+        "of float32's time), on, or off (float32 everywhere).",
     )
     checkpoint_every: int = Field(50, ge=1, description="Learning writes its checkpoint every N iterations.")
     progress_interval: float = Field(1.0, gt=0, description="At most one progress write per job per this many seconds.")

@@ -56,9 +56,10 @@ def test_auto_autocasts_on_cuda_and_on_cpus_with_bf16_hardware(monkeypatch, flag
     assert precision.use_amp("cpu", "on") is True
 
 
-@pytest.mark.parametrize("flags, setting, expected", [(AMX, "auto", True), (ZEN4, "auto", True), (AVX2, "auto", False),
+@pytest.mark.parametrize("flags, setting, expected", [(ZEN4, "auto", True), (AMX, "auto", False), (AVX2, "auto", False),
                                                       (ZEN4, "on", False), (ZEN4, "off", False)])
-def test_float32_is_timed_beside_autocast_under_auto_on_a_cpu_only(monkeypatch, flags, setting, expected):
+def test_float32_is_timed_beside_autocast_under_auto_on_a_cpu_without_amx_only(monkeypatch, flags, setting, expected):
+    """With AMX bfloat16 was 1.6-3.6x ahead wherever measured: kept untimed (docs/benchmarks.md)."""
     monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
     assert precision.amp_if_faster("cpu", setting) is expected
     assert precision.amp_if_faster("cuda", setting) is False  # CUDA keeps autocast under auto
@@ -84,10 +85,11 @@ def test_the_pipeline_follows_the_setting(monkeypatch, brick64):
         return real_sharing(*args, **kwargs)
 
     monkeypatch.setattr(cpu_split, "sharing", sharing_spy)
-    for flags, env, expected in [(AVX2, "auto", False), (AMX, "auto", True), (AMX, "off", False), (AVX2, "on", True)]:
+    for flags, env, expected in [(AVX2, "auto", False), (ZEN4, "auto", True), (AMX, "auto", True), (AMX, "off", False),
+                                 (AVX2, "on", True)]:
         monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: flags)
         monkeypatch.setenv("GCN_AMP", env)
-        measured = expected and env == "auto"  # float32 timed beside autocast (models.cpu_split)
+        measured = expected and env == "auto" and flags is not AMX  # float32 timed beside autocast (models.cpu_split)
         learner = make_learner([brick64], preset, device=CPU)
         assert learner.amp is expected and learner.sampler.amp is expected
         assert learner.sampler.amp_if_faster is measured
