@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     common.log(f"wrote {path} and {common.OUT / (tag + '.md')}" + (" and docs/benchmarks.md" if args.docs else "")
                + f" in {results['total_seconds']:.0f} s")
+    failed = [s for s in sections if f"{s}_error" in results]
+    if failed:  # the other sections' figures are written; the exit status still says some are missing
+        common.log(f"sections that failed: {', '.join(failed)} (their tracebacks are in {path})")
+        return 1
     return 0
 
 

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from models import precision  # noqa: E402  (importable once ROOT is on the path)
 
-OUT = ROOT / "bench" / "out"
+OUT = Path(os.environ.get("GCN_BENCH_OUT") or ROOT / "bench" / "out")  # where the JSON and markdown go
 
 
 def proc_status_kib(field: str) -> int:

@@ -10,18 +10,20 @@
 #   2. the CUDA tests that CI skips (tests/models/test_cuda.py; cuda-tests.txt);
 #   3. the benchmarks on CUDA, quick: Langevin throughput against the reference loop (with the
 #      CUDA-graph and float32 variants), time to quality, then scaling (bench.log; the JSON is
-#      rewritten after each section, so a step cut off by its limit keeps the sections before it;
-#      `python -m bench.report <json>` renders its tables anywhere).
-# It uses the machine's own python3 and torch (the project is not installed there: models/ and
-# bench/ need only torch, numpy, Pillow and scikit-image). Exit status: non-zero if a step failed.
+#      rewritten after each section, straight into $OUT, so a step cut off by its limit keeps the
+#      sections before it; `python -m bench.report <json>` renders its tables anywhere).
+# It uses the machine's own python3 and torch (the project is not installed there): models/ and
+# bench/ need torch, numpy, Pillow and scikit-image, the tests pytest, the checkpoint test
+# safetensors; what is missing is named in env.txt first. Exit status: 2 without a CUDA device,
+# 1 if a step failed or was cut off (a bench section's traceback is kept in its JSON), else 0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/gpu}
 PY=${PYTHON:-python3}
 TEST_LIMIT=${TEST_LIMIT:-150}
 BENCH_LIMIT=${BENCH_LIMIT:-330}
-mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 GCN_BENCH_OUT=$OUT
 status=0
 
 {
@@ -35,14 +37,17 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   exit 2
 fi
 
+for module in numpy PIL skimage pytest safetensors; do
+  "$PY" -c "import $module" 2>/dev/null || echo "gpu_check: python module '$module' is missing here" | tee -a "$OUT/env.txt"
+done
+
 echo "== CUDA tests (limit ${TEST_LIMIT} s)"
-timeout "$TEST_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt"
+timeout -k 10 "$TEST_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== bench --device cuda --quick (limit ${BENCH_LIMIT} s)"
-timeout "$BENCH_LIMIT" "$PY" -m bench --device cuda --quick --only langevin,quality,scaling --no-docs 2>&1 \
+timeout -k 10 "$BENCH_LIMIT" "$PY" -m bench --device cuda --quick --only langevin,quality,scaling --no-docs 2>&1 \
   | tee "$OUT/bench.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-cp bench/out/cuda-*.json bench/out/cuda-*.md "$OUT"/ 2>/dev/null
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1  # bench exits 1 when a section failed, 124 when cut off
 ls -l "$OUT"
 exit "$status"

@@ -22,3 +22,30 @@ def test_without_a_gpu_the_check_stops_at_once_and_says_why(tmp_path):
     env = (tmp_path / "env.txt").read_text()
     assert torch.__version__ in env and "nothing to measure" in env
     assert sorted(p.name for p in tmp_path.iterdir()) == ["env.txt"]  # no test or bench step ran
+
+
+FAKE_PYTHON = """#!/bin/bash
+# Stands in for a GPU machine's python3: CUDA "available", the tests and the bench exit as told.
+case "$1 $2" in
+  "-m pytest") echo "4 passed"; exit "$TESTS_RC" ;;
+  "-m bench") echo '{}' > "$GCN_BENCH_OUT/cuda-fake.json"; echo "bench ran"; exit "$BENCH_RC" ;;
+  "-c "*) echo "3.11 fake-torch cuda 12.8 Fake GPU"; exit 0 ;;
+esac
+exit 3
+"""
+
+
+@pytest.mark.parametrize("tests_rc, bench_rc, want", [(0, 0, 0), (1, 0, 1), (0, 1, 1), (0, 124, 1)])
+def test_the_checks_exit_status_says_whether_every_step_passed(tmp_path, tests_rc, bench_rc, want):
+    """With CUDA (faked), every step runs; a failed test, a failed bench section (bench exits 1)
+    or a step cut off by its limit (124) makes the script's exit status 1; the run's JSON is kept."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    run = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "OUT": str(out), "PYTHON": str(fake),
+                              "TESTS_RC": str(tests_rc), "BENCH_RC": str(bench_rc)})
+    assert run.returncode == want, run.stdout + run.stderr
+    assert "4 passed" in (out / "cuda-tests.txt").read_text() and "bench ran" in (out / "bench.log").read_text()
+    assert (out / "cuda-fake.json").exists()
