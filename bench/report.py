@@ -47,28 +47,28 @@ def _split_choice(d: dict[str, Any]) -> str:
     return f"{precision}{SPLIT_WORDS[d['split']]} ({d['loops']} loop{'' if d['loops'] == 1 else 's'} of trial)"
 
 
-def _moments(peak: dict[str, Any]) -> str:
-    """Where the peak was probed before and after the cases (``bench.common.best_peaks``): both
-    moments' peaks, so a machine whose speed drifted shows it."""
+def _probes(peak: dict[str, Any]) -> str:
+    """The probes' figures; where the peak was probed before and after the cases
+    (``bench.common.best_peaks``), both moments' peaks first, so a machine whose speed drifted
+    shows it."""
+    probes = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in peak["probes"].items())
     moments = peak.get("peak_gflops_before_after")
     if not moments:
-        return ""
-    return f" before and after the cases, which peaked at {moments[0]:.0f} and {moments[1]:.0f}"
+        return f"best of each probe: {probes} GFLOP/s"
+    return (f"probed before and after the cases (peaks {moments[0]:.0f} and {moments[1]:.0f}); "
+            f"each probe's better figure: {probes} GFLOP/s")
 
 
 def langevin_tables(r: dict[str, Any]) -> list[str]:
     out = []
     for entry in r["by_threads"]:
         pk = entry["peak"]
-        probes = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in pk["probes"].items())
         out += [f"**{entry['threads']} thread(s)**. Measured fp32 peak {pk['peak_gflops']:.0f} GFLOP/s "
-                f"({pk['peak_probe']}; best of each probe{_moments(pk)}: {probes} GFLOP/s). Load average after: "
-                f"{entry['load_avg_after']}.", ""]
+                f"({pk['peak_probe']}; {_probes(pk)}). Load average after: {entry['load_avg_after']}.", ""]
         if pk.get("bf16"):
             b = pk["bf16"]
-            probes = ", ".join(f"{k} {v['gflops_best']:.0f}" for k, v in b["probes"].items())
-            out += [f"Measured bf16 peak {b['peak_gflops']:.0f} GFLOP/s ({b['peak_probe']}; best of each probe"
-                    f"{_moments(b)}: {probes} GFLOP/s): the bf16 rows' % of peak is of this one.", ""]
+            out += [f"Measured bf16 peak {b['peak_gflops']:.0f} GFLOP/s ({b['peak_probe']}; {_probes(b)}): "
+                    "the bf16 rows' % of peak is of this one.", ""]
         out += ["GFLOP/s count the direct convolutions' multiply-adds; FFT convolutions (NNPACK, "
                 "`models.cpu_conv`) do fewer, so their rate can pass the peak.", ""]
         out += ["| case | implementation | image-steps/s (median) | GFLOP/s median / best | % of peak (best) "

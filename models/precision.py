@@ -58,7 +58,7 @@ def amp_if_faster(device_type: str, setting: str | None = None) -> bool:
     bfloat16 for the ``texture`` preset at 224 px, while at 64 px it stays behind. With AMX tiles
     bfloat16 was 1.6-3.6x ahead of float32 in every case measured (64 to 512 px, 1 to 16 chains,
     1 and 2 threads; ``python -m bench.precision_ab``, docs/benchmarks.md), so timing float32
-    there would only cost its first sights (up to ~9 s a shape for a worker) to keep bfloat16
+    there would only cost its first sights (~7.5 s on a worker's first job of four 224 px chains) to keep bfloat16
     anyway. ``on`` and ``off`` are kept as set, and CUDA keeps autocast."""
     return (device_type == "cpu" and amp_setting(setting) == "auto" and use_amp(device_type, setting)
             and AMX_FLAG not in cpu_flags())

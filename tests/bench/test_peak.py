@@ -11,8 +11,9 @@ import torch
 from bench import common, langevin, report
 
 
-def _slowed(peak: dict, factor: float) -> dict:
-    """The same measurement as if the machine had run ``factor`` times slower then."""
+def _scaled(peak: dict, factor: float) -> dict:
+    """The same measurement as if the machine had run at ``factor`` times its speed then (under 1:
+    a slow phase)."""
     slow = copy.deepcopy(peak)
     for probe in slow["probes"].values():
         probe["gflops_best"] *= factor
@@ -22,7 +23,7 @@ def _slowed(peak: dict, factor: float) -> dict:
 
 def test_the_peak_is_the_better_moment_of_each_probe():
     before = common.matmul_peak(torch.device("cpu"), repeats=1)
-    slow_before = _slowed(before, 0.5)
+    slow_before = _scaled(before, 0.5)
     merged = common.best_peaks(slow_before, before)
     assert merged["peak_gflops"] == before["peak_gflops"]
     assert merged["peak_gflops_before_after"] == [slow_before["peak_gflops"], before["peak_gflops"]]
@@ -42,8 +43,8 @@ def test_the_peak_is_the_better_moment_of_each_probe():
 def test_a_case_is_scored_against_the_stricter_peak_and_bf16_against_its_own():
     fp32 = common._peak_of({"probes": {"mm1024": {"gflops_best": 100.0, "gflops_median": 90.0}}})
     fp32["bf16"] = common._peak_of({"probes": {"mm1024": {"gflops_best": 400.0, "gflops_median": 380.0}}})
-    faster = _slowed(fp32, 2.0)
-    faster["bf16"] = _slowed(fp32["bf16"], 1.5)
+    faster = _scaled(fp32, 2.0)
+    faster["bf16"] = _scaled(fp32["bf16"], 1.5)
     peaks = common.best_peaks(fp32, faster)
     row = {"gflops_best": 150.0, "gflops_median": 120.0, "peak_dtype": "fp32"}
     langevin.against_peak(row, fp32)
@@ -57,10 +58,10 @@ def test_a_case_is_scored_against_the_stricter_peak_and_bf16_against_its_own():
 
 def test_the_report_shows_both_moments_of_the_peak():
     fp32 = common._peak_of({"probes": {"mm1024": {"gflops_best": 100.0, "gflops_median": 90.0}}})
-    entry = {"threads": 2, "peak": common.best_peaks(fp32, _slowed(fp32, 1.3)), "cases": [], "learning": [],
+    entry = {"threads": 2, "peak": common.best_peaks(fp32, _scaled(fp32, 1.3)), "cases": [], "learning": [],
              "load_avg_after": [1.0]}
     text = "\n".join(report.langevin_tables({"by_threads": [entry]}))
-    assert "best of each probe before and after the cases, which peaked at 100 and 130: mm1024 130" in text
+    assert "probed before and after the cases (peaks 100 and 130); each probe's better figure: mm1024 130" in text
     entry["peak"] = fp32  # a run recorded before the second probe: rendered as it was
     assert "best of each probe: mm1024 100" in "\n".join(report.langevin_tables({"by_threads": [entry]}))
 
@@ -69,7 +70,7 @@ def test_the_langevin_section_scores_its_cases_against_the_peak_after_them_when_
     """``bench.langevin.run`` probes before and after the cases and re-scores every row: here the
     (faked) machine was slow at the first probe, so a row scored only against it would read 10x
     too high."""
-    moments = iter([1.0, 10.0] * 2)  # GFLOP/s of each probe set, in call order: fp32 (and bf16) before, then after
+    moments = iter([1.0, 10.0])  # the fp32 probe's GFLOP/s before the cases, then after (a bf16 probe reads 50)
 
     def fake_peak(device, repeats=5, dtype=torch.float32):
         g = next(moments) if dtype == torch.float32 else 50.0
