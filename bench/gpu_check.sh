@@ -13,8 +13,8 @@
 #      rewritten after each section, straight into $OUT, so a step cut off by its limit keeps the
 #      sections before it; `python -m bench.report <json>` renders its tables anywhere).
 # It uses the machine's own python3 and torch (the project is not installed there): models/ and
-# bench/ need torch, numpy, Pillow and scikit-image, the tests pytest, the checkpoint test
-# safetensors; what is missing is named in env.txt first. Exit status: 2 without a CUDA device,
+# bench/ need torch, numpy, Pillow, scikit-image and safetensors, the tests pytest; what is
+# missing is named in env.txt first. Exit status: 2 without a CUDA device,
 # 1 if a step failed or was cut off (a bench section's traceback is kept in its JSON), else 0.
 set -uo pipefail
 cd "$(dirname "$0")/.."

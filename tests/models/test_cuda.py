@@ -2,9 +2,10 @@
 sampler against eager steps, and learning, synthesis and a checkpoint on the GPU.
 
 These need a GPU and skip without one (CI has none). `bench/gpu_check.sh` runs them first on a
-lent GPU machine, before the benchmarks, with that machine's own Python: the project is not
-installed there, so the first two tests need only torch and numpy, and the checkpoint test imports
-safetensors itself and skips where it is missing.
+lent GPU machine, before the benchmarks, with that machine's own Python, where the project is not
+installed: they need pytest, torch, numpy, Pillow, scikit-image and safetensors (models.pipeline
+imports the checkpoint format), none of the service's packages (checked in a virtual environment
+holding just those).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import GenerativeModel, LangevinSampler, get_preset
+from models import GenerativeModel, LangevinSampler, checkpoint, get_preset
 from models.pipeline import make_learner, synthesize
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh runs these)")
@@ -88,8 +89,6 @@ def test_the_graphed_sampler_replays_the_eager_steps():
 @pytest.mark.parametrize("graph", ["0", "1"], ids=["eager", "GCN_CUDA_GRAPH=1"])
 def test_learning_synthesis_and_a_checkpoint_on_the_gpu(brick64, tmp_path, monkeypatch, graph):
     monkeypatch.setenv("GCN_CUDA_GRAPH", graph)
-    pytest.importorskip("safetensors", reason="the checkpoint format needs safetensors (pip install safetensors)")
-    from models import checkpoint
     preset = get_preset("texture-fast").replace(iterations=6, image_size=32, n_chains=2, langevin_steps=5)
     learner = make_learner([brick64], preset, device=CUDA)
     before = [p.detach().clone() for p in learner.model.net.parameters()]
