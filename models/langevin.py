@@ -136,6 +136,27 @@ class LangevinSampler:
         return x
 
     # ---- CUDA graphs ---------------------------------------------------------------------
+    def _graph_entry(self, net, x, generator) -> dict:
+        """The cached graph (with its static buffers) for this call, or a new empty entry.
+
+        Keyed by ids, so an entry also holds what its ids belong to: the net by weak reference
+        (a dead one means its id may have been reused), the generator by a strong reference
+        (torch.Generator takes weak references only from some releases on, e.g. not 2.11; the
+        cache keeps at most ``_GRAPH_CACHE`` entries, so at most that many generators stay alive).
+        Held, a generator's id cannot be reused, so the key alone finds its entry.
+        """
+        key = (id(net), net.depth, tuple(x.shape), x.device, id(generator), self.amp, self.noise,
+               self.step_size, self.sigma, tuple(p.data_ptr() for p in net.parameters()))
+        entry = self._graphs.get(key)
+        if entry is None or entry["net"]() is not net:
+            if len(self._graphs) >= _GRAPH_CACHE:
+                self._graphs.pop(next(iter(self._graphs)))
+            entry = {"net": weakref.ref(net), "generator": generator,
+                     "x": torch.empty_like(x), "noise": torch.empty_like(x) if self.noise else None,
+                     "work": torch.empty_like(x), "graph": None, "eager": 0}
+            self._graphs[key] = entry
+        return entry
+
     def _sample_graphed(self, net, x, steps, generator, callback, callback_every) -> torch.Tensor:
         """The same steps, replayed from a CUDA graph of one step.
 
@@ -146,17 +167,7 @@ class LangevinSampler:
         generator is registered with the graph, so each replay draws exactly what the eager step
         would have drawn next.
         """
-        key = (id(net), net.depth, tuple(x.shape), x.device, id(generator), self.amp, self.noise,
-               self.step_size, self.sigma, tuple(p.data_ptr() for p in net.parameters()))
-        entry = self._graphs.get(key)
-        if entry is None or entry["net"]() is not net or entry["generator"]() is not generator:
-            if len(self._graphs) >= _GRAPH_CACHE:
-                self._graphs.pop(next(iter(self._graphs)))
-            entry = {"net": weakref.ref(net),
-                     "generator": weakref.ref(generator) if generator is not None else lambda: None,
-                     "x": torch.empty_like(x), "noise": torch.empty_like(x) if self.noise else None,
-                     "work": torch.empty_like(x), "graph": None, "eager": 0}
-            self._graphs[key] = entry
+        entry = self._graph_entry(net, x, generator)
         buf, noise, work = entry["x"], entry["noise"], entry["work"]
         buf.copy_(x)
         grad = cpu_split.one_pass_grad(net, self.amp)  # CUDA: one pass

@@ -170,3 +170,30 @@ def test_bf16_pass_casts_parameters_once_and_sees_their_updates(monkeypatch, cat
         m.setattr(net_module, "_cpu_autocast_dtype", lambda x: None)
         fresh = double.score_and_grad(xd, amp=True, labels=labels)
     assert torch.equal(cached[1], fresh[1]) and cached[1].dtype == torch.float64
+
+
+class _NoWeakReference:
+    """Stands in for torch.Generator on releases (e.g. torch 2.11) that take no weak references."""
+
+    __slots__ = ()
+
+
+def test_cuda_graph_cache_entry_keeps_its_generator_and_stays_bounded():
+    # The CUDA-graph cache is plain bookkeeping, testable on the CPU: an entry per (net, weights'
+    # storage, chain shape, generator), found again on the next call, at most 4 kept.
+    from models.langevin import _GRAPH_CACHE
+
+    net, sampler = small_net(dtype=torch.float32), LangevinSampler(cuda_graph=True)
+    x, gen = torch.zeros(2, 3, 24, 24), _NoWeakReference()
+    entry = sampler._graph_entry(net, x, gen)
+    assert entry["generator"] is gen and entry["graph"] is None
+    assert sampler._graph_entry(net, x, gen) is entry  # the next call finds it
+    assert sampler._graph_entry(net, torch.zeros(1, 3, 24, 24), gen) is not entry  # another shape
+    other = torch.Generator()
+    assert sampler._graph_entry(net, x, other) is not entry  # another generator's draws
+    with torch.no_grad():
+        net.convs[0].weight.data = net.convs[0].weight.data.clone()  # weights in new storage
+    assert sampler._graph_entry(net, x, gen) is not entry
+    for _ in range(2 * _GRAPH_CACHE):
+        sampler._graph_entry(net, x, torch.Generator())
+    assert len(sampler._graphs) == _GRAPH_CACHE
