@@ -97,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     common.log(f"wrote {path} and {common.OUT / (tag + '.md')}" + (" and docs/benchmarks.md" if args.docs else "")
                + f" in {results['total_seconds']:.0f} s")
     failed = [s for s in sections if f"{s}_error" in results]
-    if failed:  # the other sections' figures are written; the exit status still says some are missing
-        common.log(f"sections that failed: {', '.join(failed)} (their tracebacks are in {path})")
+    partial = [s for s in sections if isinstance(results.get(s), dict) and results[s].get("errors")]
+    if failed or partial:  # the other figures are written; the exit status still says some are missing
+        if failed:
+            common.log(f"sections that failed: {', '.join(failed)} (their tracebacks are in {path})")
+        for s in partial:
+            common.log(f"{s}: parts left out: " + "; ".join(results[s]["errors"]))
         return 1
     return 0
 

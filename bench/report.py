@@ -90,9 +90,18 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
         if splits:
             out += ["`models.cpu_split` under its policy, settled before the agreement checks and the timed "
                     "rounds (the trial's loops untimed): " + "; ".join(splits) + ".", ""]
+        errors = [f"{c['name']} {name}: {e}" for c in entry["cases"] for name, e in c.get("errors", {}).items()]
+        if errors:
+            out += ["Left out, they failed: " + "; ".join(errors) + ".", ""]
         if "graph_vs_eager_rel_max" in entry:
-            out += ["CUDA graph against eager (max rel. diff): " + ", ".join(
-                f"{k}: {v:.1e}" for k, v in entry["graph_vs_eager_rel_max"].items()), ""]
+            out += ["CUDA graph against eager, same noise (max rel. diff): " + ", ".join(
+                f"{k}: {v:.1e}" for k, v in entry["graph_vs_eager_rel_max"].items()) + "."]
+            if "stale_graph_rel_max" in entry:
+                out += [f"A graph still replaying the weights before the update would differ by "
+                        f"{entry['stale_graph_rel_max']:.1e} (the scale the last figure must stay well under)."]
+            out.append("")
+        if "graph_check_error" in entry:
+            out += ["CUDA graph check failed: `" + entry["graph_check_error"].strip().splitlines()[-1] + "`", ""]
         if entry["learning"]:
             out += ["| learning iteration | T | chains | reference s/it | models s/it | x reference | GFLOP/it |",
                     "|---|---|---|---|---|---|---|"]
@@ -201,7 +210,10 @@ def targets(results: dict[str, Any], device: str) -> list[str]:
         for entry in lg["by_threads"]:
             t = entry["threads"]
             for c in entry["cases"]:
-                first = next(k for k in c["variants"] if k != "reference")  # what the pipeline uses here
+                first = next((k for k in c["variants"] if k != "reference"), None)  # what the pipeline uses here
+                if first is None:  # every variant failed; the section names them
+                    rows.append((f"{c['name']}, {t} thr", "not measured: every implementation failed", mark(False)))
+                    continue
                 v = c["variants"][first]
                 if c["name"] == "texture@224":
                     if device == "cpu":

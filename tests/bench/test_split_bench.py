@@ -68,6 +68,16 @@ def test_settle_split_runs_auto_variants_until_decided(monkeypatch):
     assert report._split_choice(settled["timed"]) == "fp32, one pass (3 loops of trial)"
 
 
+def test_settle_split_passes_over_a_variant_left_out(monkeypatch):
+    """A variant whose first calls failed is no longer in ``fns``: it is not settled (nor run)."""
+    monkeypatch.setattr(cpu_split, "settled", lambda net, x, amp, amp_if_faster=False: None)
+    monkeypatch.setattr(cpu_split, "splittable", lambda net, x, amp: True)
+    monkeypatch.setattr(langevin, "variants", lambda device: {"fp32": {"amp": False}, "bf16": {"amp": True}})
+    calls = []
+    settled = langevin.settle_split({"bf16": lambda: calls.append("bf16")}, None, torch.zeros(1, 3, 8, 8), budget_s=60)
+    assert set(settled) == {"bf16"} and calls == ["bf16"] * 100  # undecided: the cap of loops
+
+
 def test_the_report_names_an_undecided_trial_and_a_forced_policy():
     assert report._split_choice({"policy": "auto", "loops": 100, "split": None}) == "undecided (100 loops of trial)"
     assert report._split_choice({"policy": "auto", "loops": 1, "split": True}) == "split (1 loop of trial)"
