@@ -22,7 +22,7 @@ OUT=${OUT:-bench/out/gpu}
 PY=${PYTHON:-python3}
 TEST_LIMIT=${TEST_LIMIT:-150}
 BENCH_LIMIT=${BENCH_LIMIT:-330}
-mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+mkdir -p -- "$OUT" && OUT=$(CDPATH= cd -- "$OUT" && pwd) || { echo "gpu_check: cannot write to $OUT" >&2; exit 1; }
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 GCN_BENCH_OUT=$OUT
 status=0
 
@@ -37,6 +37,8 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   exit 2
 fi
 
+"$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '2.13.0' else 1)" \
+  || echo "gpu_check: the project pins torch 2.13.0; these figures come from the torch named above" | tee -a "$OUT/env.txt"
 for module in numpy PIL skimage pytest safetensors; do
   "$PY" -c "import $module" 2>/dev/null || echo "gpu_check: python module '$module' is missing here" | tee -a "$OUT/env.txt"
 done
