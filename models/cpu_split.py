@@ -34,8 +34,9 @@ The same trial can settle the precision (``amp_if_faster``, the pipeline's choic
 asked for, but float32 passes (one pass, and split where that is possible) are timed beside it,
 and autocast is kept only if clearly faster (``AMP_MARGIN``; each precision's split or one
 pass is settled first, with ``MARGIN``, then the two compared). Why: with NNPACK's FFT
-convolutions and the channel cut, float32 overtook bfloat16 on the AVX512-BF16 EPYC for the
-``texture`` preset at 224 px (1 thread: 44.6 against 33.0 image-steps/s), while on the AMX Xeon
+convolutions and the channel cut, float32 overtook bfloat16 on one AVX512-BF16 EPYC host for the
+``texture`` preset at 224 px (1 thread: 44.6 against 33.0 image-steps/s; on another host
+bfloat16 stayed ahead, so it is timed, not assumed), while on the AMX Xeon
 bfloat16 stays 1.6-3.6x ahead (not timed there); float32 is also the paper's arithmetic, so a
 near tie goes to it.
 Under ``off`` only the precision is timed; under ``on`` nothing is. A trial holds the pool's

@@ -2,8 +2,8 @@
 multiply natively. Needs no torch (the API process validates the setting without it).
 
 Why a hardware test: bfloat16 autocast is a large win only where the CPU has bfloat16 matrix
-instructions. In float32 the ``texture`` preset at 224 px sampled 1.7-2.5x as fast as the
-reference loop on a 2-core Xeon with AMX, and under autocast 5-7x; on an AVX512-BF16 EPYC
+instructions. In float32 the ``texture`` preset at 224 px sampled 1.7-2.6x as fast as the
+reference loop on a 2-core Xeon with AMX, and under autocast 3.9-7x; on an AVX512-BF16 EPYC
 autocast was 1.5-1.75x faster than float32 at first, but once float32 ran NNPACK's FFT
 convolutions and the channel cut it was ahead at 224 px (hence ``amp_if_faster``, timed there,
 not with AMX, where bfloat16 stays 1.6-3.6x ahead); on an
@@ -54,8 +54,9 @@ def use_amp(device_type: str, setting: str | None = None) -> bool:
 def amp_if_faster(device_type: str, setting: str | None = None) -> bool:
     """Whether ``use_amp``'s autocast is to be timed against float32 and kept only where clearly
     faster (``models.cpu_split``): under ``auto`` on a CPU with AVX512-BF16 and no AMX. Why: on
-    the AVX512-BF16 EPYC the float32 pass (NNPACK's FFT convolutions, the channel cut) overtook
-    bfloat16 for the ``texture`` preset at 224 px, while at 64 px it stays behind. With AMX tiles
+    one AVX512-BF16 EPYC host the float32 pass (NNPACK's FFT convolutions, the channel cut)
+    overtook bfloat16 for the ``texture`` preset at 224 px (on another, bfloat16 stayed ahead:
+    it depends on the host), while at 64 px it stays behind on both. With AMX tiles
     bfloat16 was 1.6-3.6x ahead of float32 in every case measured (64 to 512 px, 1 to 16 chains,
     1 and 2 threads; ``python -m bench.precision_ab``, docs/benchmarks.md), so timing float32
     there would only cost its first sights (~7.5 s on a worker's first job of four 224 px chains) to keep bfloat16
