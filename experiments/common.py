@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python experiments/figX.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_model  # noqa: E402  (one description of the CPU for figures and benchmarks)
 from models import checkpoint, precision  # noqa: E402
 from models.metrics import evaluate  # noqa: E402
 from models.pipeline import pick_device, reconstruct_image, sample_images, synthesize, train  # noqa: E402
@@ -61,16 +62,6 @@ def set_threads(threads: Optional[int]) -> int:
     n = threads or int(os.environ.get("GCN_TORCH_THREADS", "1") or 1)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine(device: torch.device) -> dict[str, Any]:
