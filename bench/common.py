@@ -44,23 +44,39 @@ def proc_status_kib(field: str) -> int:
 # ----------------------------------------------------------------------------- machine
 
 
-def cpu_model() -> str:
-    """The CPU's name and, on x86 Linux, its family / model / stepping numbers: VMs often show a
-    bare "AMD EPYC", and hosts of one such name have differed 2x in convolution speed here."""
+def cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first CPU's identifying lines of /proc/cpuinfo (vendor, name, family / model /
+    stepping); empty where there is no such file."""
     fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("model name", "cpu family", "model", "stepping"):
+            if key.strip() in ("vendor_id", "model name", "cpu family", "model", "stepping"):
                 fields.setdefault(key.strip(), value.strip())
             elif not line.strip() and fields:
                 break
     except OSError:
         pass
+    return fields
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's name and, on x86 Linux, its family / model / stepping numbers: VMs often show a
+    bare "AMD EPYC", and hosts of one such name have differed 2x in convolution speed here."""
+    fields = cpu_fields(cpuinfo)
     if "model name" not in fields:
         return platform.processor() or platform.machine()
     ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
     return fields["model name"] + (f" ({', '.join(ids)})" if ids else "")
+
+
+CPU_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """'intel', 'amd', another vendor's id in lower case, or '' where the kernel names none."""
+    vendor = cpu_fields(cpuinfo).get("vendor_id", "")
+    return CPU_VENDORS.get(vendor, "".join(c for c in vendor.lower() if c.isalnum()))
 
 
 def usable_cores() -> int:
@@ -96,19 +112,23 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def machine_tag(device: torch.device) -> str:
-    """A short name for this machine's results: cpu-<cores>c-<vector ISA>[-amx|-bf16] (machines
-    of one kind differ in it, and it moves the figures 3x: AVX-512 against AVX2; bfloat16
-    hardware, AMX tiles or AVX512-BF16, makes bf16 autocast the default and moves its figures 3x
-    more) or the GPU's name; with ``-amp-on`` / ``-amp-off`` when GCN_AMP overrides the default,
-    so that such a run never replaces the default's results."""
+def machine_tag(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> str:
+    """A short name for this machine's results, so that one machine's run never replaces another
+    kind's: cpu-<cores>c-<vector ISA>[-amx|-bf16]-<vendor> (machines of one kind differ in each:
+    AVX-512 against AVX2 moves the figures 3x; bfloat16 hardware, AMX tiles or AVX512-BF16, makes
+    bf16 autocast the default and moves its figures 3x more; an Intel Xeon whose VM hides AMX
+    shows the same flags as an AMD EPYC with AVX512-BF16 and runs other kernels), or the GPU's
+    name; with ``-amp-on`` / ``-amp-off`` when GCN_AMP overrides the default, so that such a run
+    never replaces the default's results."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device).replace("NVIDIA ", "")
         tag = "cuda-" + "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
     else:
-        flags = precision.cpu_flags()
+        flags = precision.cpu_flags(cpuinfo)
         bf16 = "-amx" if precision.AMX_FLAG in flags else ("-bf16" if precision.native_bf16(flags) else "")
-        tag = f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}{bf16}"
+        vendor = cpu_vendor(cpuinfo)
+        tag = (f"cpu-{usable_cores()}c-{torch.backends.cpu.get_cpu_capability().lower()}{bf16}"
+               + (f"-{vendor}" if vendor else ""))
     setting = precision.amp_setting()
     return tag if setting == "auto" else f"{tag}-amp-{setting}"
 
