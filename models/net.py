@@ -132,10 +132,15 @@ class EnergyNet(nn.Module):
                 f"{size[0]} x {size[1]}"
             )
 
+    def active_convs(self) -> tuple[nn.Conv2d, ...]:
+        """The convolutions of the active layers. A tuple: slicing the ModuleList builds a new
+        ModuleList, ~11 us each time, several times a pass (1-2 % of a 64 px step)."""
+        return tuple(self.convs)[: self.depth]
+
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The ReLU map of every active layer."""
         maps = []
-        for conv in self.convs[: self.depth]:
+        for conv in self.active_convs():
             x = F.relu(conv(x))
             maps.append(x)
         return maps
@@ -191,14 +196,14 @@ class EnergyNet(nn.Module):
         """What the time of a pass depends on besides the batch's shape: the active layers'
         shapes, the top and the number of categories (a key for the measured CPU choices)."""
         return (self.top, self.categories, self.depth,
-                tuple(tuple(c.weight.shape) + c.stride + c.padding for c in self.convs[: self.depth]))
+                tuple(tuple(c.weight.shape) + c.stride + c.padding for c in self.active_convs()))
 
     def pass_flops(self, shape: tuple[int, ...] | torch.Size) -> float:
         """Multiply-adds x 2 of one score-and-gradient pass's convolutions (forward and input
         gradient of each active layer, as direct convolutions) for a batch of ``shape``."""
         n, _, h, w = shape
         total = 0.0
-        for conv in self.convs[: self.depth]:
+        for conv in self.active_convs():
             co, ci, kh, kw = conv.weight.shape
             (sh, sw), (ph, pw) = conv.stride, conv.padding
             h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
@@ -277,8 +282,9 @@ class EnergyNet(nn.Module):
         channels-last for these nets; NNPACK's take NCHW)."""
         low = _cpu_autocast_dtype(x)
         inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=memory_format)
-        params = [_params_in(conv, conv.weight, conv.bias, low) for conv in self.convs[: self.depth]]
-        for conv, (w, b) in zip(self.convs[: self.depth], params):
+        convs = self.active_convs()
+        params = [_params_in(conv, conv.weight, conv.bias, low) for conv in convs]
+        for conv, (w, b) in zip(convs, params):
             inputs.append(h)
             h = conv_forward(h, conv, w, b).relu_()
         # The ReLU maps are >= 0, so sign() turns each, in place, into its 0/1 activation pattern
@@ -292,7 +298,8 @@ class EnergyNet(nn.Module):
             f = (h * w).sum(dim=(1, 2, 3)) + b
             g = h.sign_().mul_(w)
         for i in range(self.depth - 1, -1, -1):
-            g = conv_input_grad(g, self.convs[i], inputs[i].shape[-2:], params[i][0] if low is not None else None)
+            g = conv_input_grad(g, convs[i], inputs[i].shape[-2:], params[i][0] if low is not None else None,
+                                memory_format if i > 0 else memory_format_of(x))
             if i > 0:  # through the ReLU of the layer below: zero where it was off
                 g = g.mul_(inputs[i].sign_())
         return f, g
@@ -306,7 +313,8 @@ class EnergyNet(nn.Module):
         (sum top) or the gathered FC weights (fc top); below the top it is the same pass. With one
         category for every image (an int), the sum top's conv runs on that group's filters only,
         so sampling one category costs what a single-category net does."""
-        n, top = x.shape[0], self.convs[self.depth - 1]
+        convs = self.active_convs()
+        n, top = x.shape[0], convs[-1]
         if labels is None:
             labels = 0
         one = isinstance(labels, int)
@@ -317,8 +325,8 @@ class EnergyNet(nn.Module):
         low = _cpu_autocast_dtype(x)
         inputs, h = [], (x if low is None else x.to(low)).contiguous(memory_format=memory_format)
         params = [_params_in(conv, *((weight, bias) if conv is top else (conv.weight, conv.bias)), low)
-                  for conv in self.convs[: self.depth]]
-        for conv, (w, b) in zip(self.convs[: self.depth], params):
+                  for conv in convs]
+        for conv, (w, b) in zip(convs, params):
             inputs.append(h)
             h = conv_forward(h, conv, w, b).relu_()
         if self.top == "sum":
@@ -334,8 +342,9 @@ class EnergyNet(nn.Module):
             f = (h * w).sum(dim=(1, 2, 3)) + b[labels].to(h.dtype)
             g = h.sign_().mul_(w)
         for i in range(self.depth - 1, -1, -1):
-            conv = self.convs[i]
-            g = conv_input_grad(g, conv, inputs[i].shape[-2:], params[i][0] if low is not None or conv is top else None)
+            conv = convs[i]
+            g = conv_input_grad(g, conv, inputs[i].shape[-2:], params[i][0] if low is not None or conv is top else None,
+                                memory_format if i > 0 else memory_format_of(x))
             if i > 0:
                 g = g.mul_(inputs[i].sign_())
         return f, g
@@ -453,7 +462,8 @@ def decoder_padding(conv: nn.Conv2d) -> tuple[int, int]:
 
 
 def conv_input_grad(
-    g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int], weight: torch.Tensor | None = None
+    g: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int], weight: torch.Tensor | None = None,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
     """d<g, conv(x)>/dx for an input of spatial ``size``: the transposed convolution of ``g``
     (with ``weight`` in place of ``conv.weight`` when given: one category's filters of a top conv).
@@ -463,8 +473,10 @@ def conv_input_grad(
     transposed filters.
     Equal strides s > 1: in space-to-depth form, as a stride-1 convolution of ``g`` with the
     flipped, transposed space-to-depth filters (s*s times the input channels), a pixel shuffle,
-    then the crop (or zero fill) to ``size``; exact up to float rounding. Anything else
-    (dilation, groups, unequal strides): autograd's own kernel.
+    then the crop (or zero fill) to ``size``; exact up to float rounding (on the CPU the shuffle
+    and the crop are one pass of copies into ``memory_format``, default the convolution's:
+    ``depth_to_space_crop``). Anything else (dilation, groups, unequal strides): autograd's own
+    kernel.
     """
     (sh, sw), (ph, pw) = conv.stride, conv.padding
     w = conv.weight if weight is None else weight
@@ -480,8 +492,43 @@ def conv_input_grad(
         return F.conv_transpose2d(g, w, None, 1, (ph, pw))
     s = sh
     wt = _decoder_weight(conv, weight)  # [C_in * s * s, C_out, k', k'], flipped
-    gi = F.pixel_shuffle(cpu_conv.conv2d(g, wt, None, decoder_padding(conv)), s)
-    return crop_to_input(gi, conv.padding, size)
+    y = cpu_conv.conv2d(g, wt, None, decoder_padding(conv))
+    if y.device.type == "cpu":
+        return depth_to_space_crop(y, s, conv.padding, size, memory_format or memory_format_of(y))
+    return crop_to_input(F.pixel_shuffle(y, s), conv.padding, size)
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels-last for a 4-d tensor laid out so (and not also plainly contiguous), else contiguous."""
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def depth_to_space_crop(y: torch.Tensor, s: int, padding: tuple[int, int], size: tuple[int, int],
+                        memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """``crop_to_input(F.pixel_shuffle(y, s), padding, size)`` as a new tensor in
+    ``memory_format``, written by s * s strided copies (one per phase (i, j): the output pixels
+    (r, c) with (r + p) % s == i and (c + p') % s == j, read from channel group (i, j) of ``y``).
+    Why: PyTorch's pixel shuffle copies element by element with an innermost run of s, and the
+    caller then read its output through the crop; on a 2-core Xeon, one thread, the ``texture-fast``
+    first layer's gradient (4 chains, [4, 12, 35, 35] -> [4, 3, 64, 64]) took 151 us shuffled
+    and cropped against 76 us here, and the chains' update that reads it runs on matching layouts."""
+    (ph, pw), (h, w) = padding, size
+    n, cs, yh, yw = y.shape
+    if ph + h > yh * s or pw + w > yw * s:  # rows the stride never reached: zero filled there
+        return crop_to_input(F.pixel_shuffle(y, s), padding, size)
+    out = torch.empty((n, cs // (s * s), h, w), dtype=y.dtype, device=y.device, memory_format=memory_format)
+    phases = y.view(n, cs // (s * s), s, s, yh, yw)
+    for i in range(s):
+        r0 = (i - ph) % s  # the first output row in phase i
+        rows, a = len(range(r0, h, s)), (r0 + ph) // s
+        for j in range(s):
+            c0 = (j - pw) % s
+            cols, b = len(range(c0, w, s)), (c0 + pw) // s
+            if rows and cols:
+                out[:, :, r0::s, c0::s] = phases[:, :, i, j, a : a + rows, b : b + cols]
+    return out
 
 
 def crop_to_input(gi: torch.Tensor, padding: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
