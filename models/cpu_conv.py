@@ -115,7 +115,11 @@ def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 def use_nnpack(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> bool:
     """Whether a stride-1 convolution of ``x`` with filters of ``weight_shape`` should run on NNPACK."""
     policy = get_policy()
-    if policy == "onednn" or not _applies(x, weight_shape, padding):
+    if policy == "onednn":
+        return False
+    if policy == "auto" and _choices.get(_key(x, weight_shape, padding)) is False:
+        return False  # decided: the common case, several times a pass, so checked first (no _applies)
+    if not _applies(x, weight_shape, padding):
         return False
     if policy == "nnpack":
         return True
@@ -134,13 +138,17 @@ def use_nnpack_strided(x: torch.Tensor, weight_shape: torch.Size, stride: int, p
     Under ``auto`` that is timed, the pad and unshuffle included, against oneDNN's strided
     convolution of ``x`` itself: the two ways a caller would really run it."""
     policy = get_policy()
+    if policy == "onednn" or stride < 2:
+        return False
+    key = ("space-to-depth", stride) + _key(x, weight_shape, padding)
+    if policy == "auto" and _choices.get(key) is False:
+        return False  # decided (as in use_nnpack)
     co, ci, kh, kw = weight_shape
     s2d_weight = torch.Size((co, ci * stride * stride, -(-kh // stride), -(-kw // stride)))
-    if policy == "onednn" or stride < 2 or not _applies(x, s2d_weight, (0, 0)):
+    if not _applies(x, s2d_weight, (0, 0)):
         return False
     if policy == "nnpack":
         return True
-    key = ("space-to-depth", stride) + _key(x, weight_shape, padding)
     choice = _choices.get(key)
     if choice is None:
         flops = _flops(space_to_depth_shape(x.shape, stride, padding), s2d_weight, (0, 0))
