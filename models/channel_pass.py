@@ -47,7 +47,7 @@ def applies(net, amp: bool = False) -> bool:
     9.7 ms against 5.2 ms in one pass, where oneDNN's AMX kernels serve the whole batch), one
     category, plain convolutions with equal strides."""
     plain = all(conv.groups == 1 and conv.dilation == (1, 1) and conv.stride[0] == conv.stride[1]
-                for conv in net.convs[: net.depth])
+                for conv in net.active_convs())
     return not amp and net.categories == 1 and plain
 
 
@@ -70,7 +70,7 @@ def score_and_grad(net, x: torch.Tensor, shares: int, run: Run) -> tuple[torch.T
 
 def _score_and_grad(net, x, shares, run):
     """Bottom-up keeping each layer's input, then top-down, as ``EnergyNet._score_and_input_grad``."""
-    convs = list(net.convs[: net.depth])
+    convs = net.active_convs()
     params = [(conv.weight, conv.bias) for conv in convs]
     h = x.detach().contiguous()
     inputs = []
