@@ -510,10 +510,10 @@ def depth_to_space_crop(y: torch.Tensor, s: int, padding: tuple[int, int], size:
     """``crop_to_input(F.pixel_shuffle(y, s), padding, size)`` as a new tensor in
     ``memory_format``, written by s * s strided copies (one per phase (i, j): the output pixels
     (r, c) with (r + p) % s == i and (c + p') % s == j, read from channel group (i, j) of ``y``).
-    Why: PyTorch's pixel shuffle copies element by element with an innermost run of s, and the
-    caller then read its output through the crop; on a 2-core Xeon, one thread, the ``texture-fast``
-    first layer's gradient (4 chains, [4, 12, 35, 35] -> [4, 3, 64, 64]) took 151 us shuffled
-    and cropped against 76 us here, and the chains' update that reads it runs on matching layouts."""
+    Why: on a 2-core Xeon, one thread, the ``texture-fast`` first layer's gradient (4 chains,
+    [4, 12, 35, 35] -> [4, 3, 64, 64]) took 151 us by ``F.pixel_shuffle`` and the crop against 76 us
+    here, and the chains' update then reads it in their own layout, not through a cropped
+    channels-last view (docs/benchmarks.md)."""
     (ph, pw), (h, w) = padding, size
     n, cs, yh, yw = y.shape
     if ph + h > yh * s or pw + w > yw * s:  # rows the stride never reached: zero filled there
