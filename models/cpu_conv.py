@@ -117,14 +117,14 @@ def use_nnpack(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, in
     policy = get_policy()
     if policy == "onednn":
         return False
-    if policy == "auto" and _choices.get(_key(x, weight_shape, padding)) is False:
+    key = _key(x, weight_shape, padding)
+    choice = _choices.get(key)
+    if policy == "auto" and choice is False:
         return False  # decided: the common case, several times a pass, so checked first (no _applies)
     if not _applies(x, weight_shape, padding):
         return False
     if policy == "nnpack":
         return True
-    key = _key(x, weight_shape, padding)
-    choice = _choices.get(key)
     if choice is None:
         choice = _flops(x.shape, weight_shape, padding) >= MIN_FLOPS and _nnpack_is_faster(x, weight_shape, padding)
         _choices[key] = choice
@@ -199,8 +199,15 @@ def _nnpack(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pa
 
 
 def _key(x: torch.Tensor, weight_shape: torch.Size, padding: tuple[int, int]) -> tuple:
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = memory_format_of(x) == torch.channels_last
     return tuple(x.shape), channels_last, tuple(weight_shape), tuple(padding), torch.get_num_threads()
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels-last for a 4-d tensor laid out so (and not also plainly contiguous), else contiguous."""
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _flops(shape: torch.Size, weight_shape: torch.Size, padding: tuple[int, int]) -> float:

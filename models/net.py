@@ -299,7 +299,7 @@ class EnergyNet(nn.Module):
             g = h.sign_().mul_(w)
         for i in range(self.depth - 1, -1, -1):
             g = conv_input_grad(g, convs[i], inputs[i].shape[-2:], params[i][0] if low is not None else None,
-                                memory_format if i > 0 else memory_format_of(x))
+                                memory_format if i > 0 else cpu_conv.memory_format_of(x))
             if i > 0:  # through the ReLU of the layer below: zero where it was off
                 g = g.mul_(inputs[i].sign_())
         return f, g
@@ -344,7 +344,7 @@ class EnergyNet(nn.Module):
         for i in range(self.depth - 1, -1, -1):
             conv = convs[i]
             g = conv_input_grad(g, conv, inputs[i].shape[-2:], params[i][0] if low is not None or conv is top else None,
-                                memory_format if i > 0 else memory_format_of(x))
+                                memory_format if i > 0 else cpu_conv.memory_format_of(x))
             if i > 0:
                 g = g.mul_(inputs[i].sign_())
         return f, g
@@ -494,15 +494,8 @@ def conv_input_grad(
     wt = _decoder_weight(conv, weight)  # [C_in * s * s, C_out, k', k'], flipped
     y = cpu_conv.conv2d(g, wt, None, decoder_padding(conv))
     if y.device.type == "cpu":
-        return depth_to_space_crop(y, s, conv.padding, size, memory_format or memory_format_of(y))
+        return depth_to_space_crop(y, s, conv.padding, size, memory_format or cpu_conv.memory_format_of(y))
     return crop_to_input(F.pixel_shuffle(y, s), conv.padding, size)
-
-
-def memory_format_of(t: torch.Tensor) -> torch.memory_format:
-    """channels-last for a 4-d tensor laid out so (and not also plainly contiguous), else contiguous."""
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def depth_to_space_crop(y: torch.Tensor, s: int, padding: tuple[int, int], size: tuple[int, int],
