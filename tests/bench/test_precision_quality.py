@@ -1,0 +1,39 @@
+"""bench.precision_quality: each recipe is scored against a crop of its own size, and bad input is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import precision_quality as pq
+
+
+def test_the_224_px_recipe_is_the_shipped_texture_preset_and_only_run_when_asked_for():
+    recipes = pq.recipes()
+    assert recipes["texture"].image_size == 224
+    assert recipes["texture"].schedule == "layer_by_layer"
+    assert "texture" not in pq.DEFAULT_RECIPES and set(pq.DEFAULT_RECIPES) <= set(recipes)
+
+
+@pytest.mark.parametrize("name, size", [("texture-fast", 64), ("project", 64), ("texture", 224)])
+def test_each_recipe_is_scored_against_a_crop_of_its_own_size(name, size):
+    assert pq.exemplar_of(pq.recipes()[name]).shape == (1, 3, size, size)
+
+
+def test_a_run_records_its_size_and_its_own_floor(monkeypatch):
+    monkeypatch.setenv("GCN_AMP", "off")  # pq.one sets it: restored after the test
+    torch.manual_seed(0)
+    preset = pq.recipes()["texture"].replace(image_size=48, iterations=1, langevin_steps=2)
+    r = pq.one("texture", preset, False, 0, pq.exemplar_of(preset))
+    assert r["size"] == 48 and r["precision"] == "fp32" and r["iterations"] >= 1
+    assert r["floor_patch_swd"] > 0 and r["patch_swd"] > 0
+
+
+@pytest.mark.parametrize("argv, words", [(["--recipes", "nope"], "unknown recipe(s) nope"),
+                                         (["--recipes", ","], "(none given)"),
+                                         (["--seeds", "0"], "at least 1")])
+def test_bad_arguments_exit_2_with_a_one_line_reason(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        pq.main(argv)
+    assert e.value.code == 2
+    assert words in capsys.readouterr().err
