@@ -1,13 +1,14 @@
 """Does bfloat16 autocast learn as well as float32? The same recipes, seeds and schedules in both.
 
     python -m bench.precision_quality [--seeds 6] [--first-seed 0] [--recipes texture-fast,project]
-                                      [--threads 2]
+                                      [--precisions fp32,bf16] [--threads 2]
     python -m bench.precision_quality --seeds 6 --recipes texture   # the 224 px preset: 41 min with AMX
 
 ``GCN_AMP=auto`` runs the net under bfloat16 autocast on CPUs with bfloat16 hardware
 (``models.precision``), so what it costs in quality is measured here, beside what it saves in
 time: for each seed, each recipe learns its whole schedule once in float32 and once under
-autocast (same preset, same seed, same exemplar: a brick crop of the preset's size, the tests'
+autocast (``--precisions``: ``fp32``, ``bf16`` as the pipeline runs it, and ``bf16-sampling``,
+the parameter gradient in float32; same preset, same seed, same exemplar: a brick crop of the preset's size, the tests'
 64 px crop for the first two), and the samples are scored by ``models.metrics.evaluate`` against
 the exemplar, as in bench/quality.py:
 
@@ -59,11 +60,17 @@ def exemplar_of(preset) -> torch.Tensor:
     return load_pixels([common.brick_crop(preset.image_size)], preset.image_size)
 
 
-def one(name: str, preset, amp: bool, seed: int, exemplar: torch.Tensor) -> dict[str, Any]:
-    os.environ["GCN_AMP"] = "on" if amp else "off"  # what make_learner and synthesize follow
+# name -> (autocast in sampling, autocast in the learner's parameter gradient)
+PRECISIONS = {"fp32": (False, False), "bf16": (True, True), "bf16-sampling": (True, False)}
+
+
+def one(name: str, preset, precision: str, seed: int, exemplar: torch.Tensor) -> dict[str, Any]:
+    sampling, gradient = PRECISIONS[precision]
+    os.environ["GCN_AMP"] = "on" if sampling else "off"  # what make_learner and synthesize follow
     size = preset.image_size
     learner = make_learner([common.brick_crop(size)], preset.replace(seed=seed), device=torch.device("cpu"))
-    assert learner.amp is amp
+    assert learner.amp is sampling and learner.sampler.amp is sampling
+    learner.amp = gradient  # the learner's flag for its parameter gradient (the sampler keeps its own)
     start = time.perf_counter()
     learner.run()
     seconds = time.perf_counter() - start
@@ -72,7 +79,7 @@ def one(name: str, preset, amp: bool, seed: int, exemplar: torch.Tensor) -> dict
     else:
         x = synthesize(learner.model, 8, seed=seed)
     scores = evaluate(to_pixels(x, learner.model.mean).clamp(0, 255), exemplar, num_threads=1)
-    return {"recipe": name, "precision": "bf16" if amp else "fp32", "seed": seed, "learn_s": seconds,
+    return {"recipe": name, "precision": precision, "seed": seed, "learn_s": seconds,
             "iterations": learner.iteration, "size": size, **{k: scores[k] for k in ("patch_swd", "copy_max_ncc", "diversity")},
             "floor_patch_swd": scores["floor"]["patch_swd"]}
 
@@ -83,12 +90,18 @@ def main(argv=None) -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--recipes", default=",".join(DEFAULT_RECIPES),
                     help="comma-separated, from: " + ", ".join(recipes()) + " (default: %(default)s)")
+    ap.add_argument("--precisions", default="fp32,bf16",
+                    help="comma-separated, from: " + ", ".join(PRECISIONS) + " (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
     unknown = [n for n in names if n not in recipes()]
     if unknown or not names:
         ap.error(f"unknown recipe(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(recipes())}")
+    precisions = [n.strip() for n in args.precisions.split(",") if n.strip()]
+    unknown = [n for n in precisions if n not in PRECISIONS]
+    if unknown or not precisions:
+        ap.error(f"unknown precision(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(PRECISIONS)}")
     if args.seeds < 1 or args.threads < 1:
         ap.error("--seeds and --threads must be at least 1")
     chosen = {n: recipes()[n] for n in names}
@@ -103,8 +116,8 @@ def main(argv=None) -> None:
     try:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, preset in chosen.items():
-                for amp in (False, True):  # alternating, so that a change of load hits both alike
-                    r = one(name, preset, amp, seed, exemplars[name])
+                for precision in precisions:  # alternating, so that a change of load hits each alike
+                    r = one(name, preset, precision, seed, exemplars[name])
                     common.log(f"precision: {name} {r['precision']} seed {seed}: patch SWD {r['patch_swd']:.4f}, "
                                f"diversity {r['diversity']:.1f}, {r['learn_s']:.1f} s")
                     runs.append(r)
@@ -117,7 +130,7 @@ def main(argv=None) -> None:
           "| copy max NCC: mean | learning s: mean |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in chosen:
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             rs = [r for r in runs if r["recipe"] == name and r["precision"] == precision]
             swd = [r["patch_swd"] for r in rs]
             floor = rs[0]["floor_patch_swd"]  # each recipe's own: the floor depends on the crop's size

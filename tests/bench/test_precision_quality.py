@@ -24,13 +24,26 @@ def test_a_run_records_its_size_and_its_own_floor(monkeypatch):
     monkeypatch.setenv("GCN_AMP", "off")  # pq.one sets it: restored after the test
     torch.manual_seed(0)
     preset = pq.recipes()["texture"].replace(image_size=48, iterations=1, langevin_steps=2)
-    r = pq.one("texture", preset, False, 0, pq.exemplar_of(preset))
+    r = pq.one("texture", preset, "fp32", 0, pq.exemplar_of(preset))
     assert r["size"] == 48 and r["precision"] == "fp32" and r["iterations"] >= 1
     assert r["floor_patch_swd"] > 0 and r["patch_swd"] > 0
 
 
+def test_bf16_sampling_autocasts_the_sampler_and_not_the_parameter_gradient(monkeypatch):
+    monkeypatch.setenv("GCN_AMP", "off")
+    made = []
+    real = pq.make_learner
+    monkeypatch.setattr(pq, "make_learner", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    preset = pq.recipes()["project"].replace(image_size=32, iterations=1, langevin_steps=2)
+    r = pq.one("project", preset, "bf16-sampling", 0, pq.exemplar_of(preset))
+    (learner,) = made
+    assert r["precision"] == "bf16-sampling"
+    assert learner.sampler.amp is True and learner.amp is False
+
+
 @pytest.mark.parametrize("argv, words", [(["--recipes", "nope"], "unknown recipe(s) nope"),
                                          (["--recipes", ","], "(none given)"),
+                                         (["--precisions", "fp16"], "unknown precision(s) fp16"),
                                          (["--seeds", "0"], "at least 1")])
 def test_bad_arguments_exit_2_with_a_one_line_reason(argv, words, capsys):
     with pytest.raises(SystemExit) as e:
