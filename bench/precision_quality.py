@@ -6,11 +6,12 @@
 
 ``GCN_AMP=auto`` runs the net under bfloat16 autocast on CPUs with bfloat16 hardware
 (``models.precision``), so what it costs in quality is measured here, beside what it saves in
-time: for each seed, each recipe learns its whole schedule once in float32 and once under
-autocast (``--precisions``: ``fp32``, ``bf16`` as the pipeline runs it, and ``bf16-sampling``,
-the parameter gradient in float32; same preset, same seed, same exemplar: a brick crop of the preset's size, the tests'
-64 px crop for the first two), and the samples are scored by ``models.metrics.evaluate`` against
-the exemplar, as in bench/quality.py:
+time: for each seed, each recipe learns its whole schedule once in each precision asked for
+(``--precisions``: ``fp32``; ``bf16``, autocast as the pipeline runs it; ``bf16-sampling``,
+autocast in sampling only, the learner's parameter gradient in float32), with the same preset,
+seed and exemplar (a brick crop of the preset's size: the tests' 64 px crop for the first two),
+and the samples are scored by ``models.metrics.evaluate`` against the exemplar, as in
+bench/quality.py:
 
 - ``texture-fast`` (the shipped CPU preset: short-run chains from noise): 8 fresh samples from
   noise under the learned model, with the learner's own step count;
@@ -20,9 +21,10 @@ the exemplar, as in bench/quality.py:
   precisions on 2 cores of a Xeon with AMX (float32 three quarters of it).
 
 Prints a markdown table (means and each seed's figure) and writes
-``bench/out/precision-quality-<machine>-<recipes>-seeds<first>-<last>.json``. Seven minutes for 6 seeds on
-2 cores of a Xeon with AMX; on a CPU without bfloat16 hardware bfloat16 is emulated, 15x slower.
-Seed-to-seed spread is as large as any difference seen, so use 6 seeds or more.
+``bench/out/precision-quality-<machine>-<recipes>-seeds<first>-<last>.json``. Seven minutes
+for 6 seeds of the first two on 2 cores of a Xeon with AMX; on a CPU without bfloat16 hardware
+bfloat16 is emulated, 15x slower. Seed-to-seed spread is as large as any difference seen, so use
+6 seeds or more.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def one(name: str, preset, precision: str, seed: int, exemplar: torch.Tensor) ->
         x = synthesize(learner.model, 8, seed=seed)
     scores = evaluate(to_pixels(x, learner.model.mean).clamp(0, 255), exemplar, num_threads=1)
     return {"recipe": name, "precision": precision, "seed": seed, "learn_s": seconds,
-            "iterations": learner.iteration, "size": size, **{k: scores[k] for k in ("patch_swd", "copy_max_ncc", "diversity")},
+            "iterations": learner.iteration, "size": size,
+            **{k: scores[k] for k in ("patch_swd", "copy_max_ncc", "diversity")},
             "floor_patch_swd": scores["floor"]["patch_swd"]}
 
 

@@ -20,7 +20,7 @@ def test_each_recipe_is_scored_against_a_crop_of_its_own_size(name, size):
     assert pq.exemplar_of(pq.recipes()[name]).shape == (1, 3, size, size)
 
 
-def test_a_run_records_its_size_and_its_own_floor(monkeypatch):
+def test_a_run_at_another_size_learns_and_is_scored_at_that_size(monkeypatch):
     monkeypatch.setenv("GCN_AMP", "off")  # pq.one sets it: restored after the test
     torch.manual_seed(0)
     preset = pq.recipes()["texture"].replace(image_size=48, iterations=1, langevin_steps=2)
