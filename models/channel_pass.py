@@ -36,7 +36,8 @@ import torch
 from torch.nn import functional as F
 
 from . import cpu_conv
-from .net import _decoder_weight, crop_to_input, decoder_padding, output_size, space_to_depth_on_nnpack
+from .net import (_decoder_weight, crop_to_input, decoder_padding, depth_to_space_crop, output_size,
+                  space_to_depth_on_nnpack)
 
 Run = Callable[[Sequence[Callable[[], None]]], None]
 
@@ -150,7 +151,7 @@ def _input_grad(g, conv, below, shares, run) -> torch.Tensor:
 
     def finish(y, lo, hi):
         if s > 1:
-            y = crop_to_input(F.pixel_shuffle(y, s), conv.padding, below.shape[-2:])
+            y = depth_to_space_crop(y, s, conv.padding, below.shape[-2:])
         below[:, lo:hi].sign_().mul_(y)
 
     _shared(g, wt, None, lambda xs, ws, _: cpu_conv.conv2d(xs, ws, None, padding), shares, run, finish, group=s * s)
