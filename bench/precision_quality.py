@@ -21,10 +21,10 @@ bench/quality.py:
   precisions on 2 cores of a Xeon with AMX (float32 three quarters of it).
 
 Prints a markdown table (means and each seed's figure) and writes
-``bench/out/precision-quality-<machine>-<recipes>-seeds<first>-<last>.json``. Seven minutes
-for 6 seeds of the first two on 2 cores of a Xeon with AMX; on a CPU without bfloat16 hardware
-bfloat16 is emulated, 15x slower. Seed-to-seed spread is as large as any difference seen, so use
-6 seeds or more.
+``bench/out/precision-quality-<machine>-<recipes>-seeds<first>-<last>.json`` (or that name under
+``GCN_BENCH_OUT``). Seven minutes for 6 seeds of the first two on 2 cores of a Xeon with AMX; on
+a CPU without bfloat16 hardware bfloat16 is emulated, 15x slower. Seed-to-seed spread is as large
+as any difference seen, so use 6 seeds or more.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,7 +111,7 @@ def main(argv=None) -> None:
     os.environ.pop("GCN_AMP", None)  # each run sets it; the machine's name must not carry an override
     device = torch.device("cpu")
     tag = common.machine_tag(device)
-    out = (Path(__file__).resolve().parent / "out" /
+    out = (common.OUT /
            f"precision-quality-{tag}-{'+'.join(chosen)}-seeds{args.first_seed}-{args.first_seed + args.seeds - 1}.json")
     exemplars = {name: exemplar_of(preset) for name, preset in chosen.items()}
     runs: list[dict[str, Any]] = []

@@ -8,13 +8,12 @@ question: how soon do short-run recipes, judged on fresh chains from noise under
 model, reach the same threshold (patch SWD within 1.5x of the real floor, two checks in a row)?
 Same exemplar, floor, checks and clock as bench/quality.py (it reuses its ``race``); candidates
 are variations of the shipped ``texture-fast`` preset. Prints a markdown table and writes
-``bench/out/shortrun-quality-<machine>.json``.
+``bench/out/shortrun-quality-<machine>.json`` (or under ``GCN_BENCH_OUT``).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -54,7 +53,7 @@ def main(argv=None) -> None:
     results = race(candidates(), device, args.cap, exemplar, floor, len(floor["patch_swd_levels"]))
     for r in results.values():
         r.pop("history", None)
-    out = Path(__file__).resolve().parent / "out" / f"shortrun-quality-{common.machine_tag(device)}.json"
+    out = common.OUT / f"shortrun-quality-{common.machine_tag(device)}.json"
     common.write_json(out, {"machine": common.machine(device), "threads": args.threads, "cap_s": args.cap,
                             "floor": floor, "recipes": results})
     print(f"\nthreshold {results['texture-fast']['threshold']:.4f}; {args.threads} thread(s); "

@@ -50,3 +50,19 @@ def test_bad_arguments_exit_2_with_a_one_line_reason(argv, words, capsys):
         pq.main(argv)
     assert e.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_results_are_written_where_the_benchmarks_write_theirs(monkeypatch, tmp_path, capsys):
+    """GCN_BENCH_OUT (read into common.OUT) moves every benchmark's results, this one's too."""
+    monkeypatch.setattr(pq.common, "OUT", tmp_path)
+
+    def scored(name, preset, precision, seed, exemplar):  # the learning itself is tested above
+        return {"recipe": name, "precision": precision, "seed": seed, "learn_s": 1.0, "iterations": 1,
+                "size": preset.image_size, "patch_swd": 0.2, "copy_max_ncc": 0.5, "diversity": 9.0,
+                "floor_patch_swd": 0.1}
+
+    monkeypatch.setattr(pq, "one", scored)
+    pq.main(["--seeds", "1", "--recipes", "project", "--precisions", "fp32",
+             "--threads", str(torch.get_num_threads())])
+    (written,) = tmp_path.glob("precision-quality-*-project-seeds0-0.json")
+    assert str(written) in capsys.readouterr().out
