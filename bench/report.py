@@ -186,16 +186,29 @@ def scaling_tables(r: dict[str, Any]) -> list[str]:
            + (f"; models in {r['models_precision']}" if "models_precision" in r else "")
            + ".", "",
            "| preset | size px | chains | models s/step | reference s/step | x reference | models GFLOP/s "
-           "| models peak MiB | reference peak MiB |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| models peak MiB | reference peak MiB | models (`cpu_split`) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for k in keys:
         m, ref = by.get((*k, "models"), {}), by.get((*k, "reference"), {})
         if "error" in m or "error" in ref or not m or not ref:
-            out.append(f"| {k[0]} | {k[1]} | {k[2]} | error: {(m.get('error') or ref.get('error') or '')[-120:]} |" + " |" * 5)
+            out.append(f"| {k[0]} | {k[1]} | {k[2]} | error: {(m.get('error') or ref.get('error') or '')[-120:]} |" + " |" * 6)
             continue
         out.append(f"| {k[0]} | {k[1]} | {k[2]} | {m['step_s']:.4f} | {ref['step_s']:.4f} | {ref['step_s'] / m['step_s']:.2f}x "
-                   f"| {m['gflops']:.0f} | {m['peak_mib']:.0f} | {ref['peak_mib']:.0f} |")
+                   f"| {m['gflops']:.0f} | {m['peak_mib']:.0f} | {ref['peak_mib']:.0f} | {split_way(m)} |")
     return out + [""]
+
+
+def split_way(point: dict[str, Any]) -> str:
+    """How a scaling point's ``models`` steps ran on the CPU: ``models.cpu_split``'s choice for
+    that shape, settled first (and in how many loops); '-' where nothing was settled (CUDA, or a
+    results file from before the scaling points settled it, whose steps ran one pass)."""
+    way = point.get("cpu_split")
+    if way is None:
+        return "-"
+    if way["loops"] == 0:
+        return "split" if way["split"] else "one pass"
+    choice = {True: "split", False: "one pass", None: "undecided, one pass"}[way["split"]]
+    return f"{choice} ({way['loops']} loops of trial)"
 
 
 def targets(results: dict[str, Any], device: str) -> list[str]:

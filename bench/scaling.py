@@ -7,6 +7,11 @@ set just before sampling (``VmHWM - VmRSS`` from /proc/self/status); on CUDA
 
 - size sweep: the ``texture`` preset (frame_3, full depth), 1 chain, 64 to 1024 px;
 - chain sweep: the ``texture-fast`` preset at 64 px, 1 to 256 chains (CPU: to 64).
+
+On the CPU, ``models`` first runs loops of 4 steps until ``models.cpu_split`` has decided
+whether to split this shape (as a worker's first job of a shape does), so that its timed steps
+are the way the pipeline samples that shape from then on; one-step loops alone never enter the
+trial and would time one pass. The peak memory covers that trial too.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
         base = torch.cuda.memory_allocated(dev)
     rss_before = common.proc_status_kib("VmRSS")
     run(1)  # warm-up, and the memory peak
+    way = settle_split(sampler, net, x0) if impl == "models" and dev.type == "cpu" else None
     times = []
     for _ in range(steps):
         common.sync(dev)
@@ -71,7 +77,25 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
     s = statistics.median(times)
     return {"impl": impl, "preset": preset_name, "size": size, "chains": chains, "step_s": s, "step_s_all": times,
             "image_steps_per_s": chains / s, "gflops": flops / s / 1e9, "peak_mib": peak_mib,
-            "load_avg_1m": round(common.load()[0], 2)}
+            "load_avg_1m": round(common.load()[0], 2), **({"cpu_split": way} if way is not None else {})}
+
+
+def settle_split(sampler, net, x0: torch.Tensor, budget_s: float = 120.0) -> dict[str, Any]:
+    """Loops of 4 steps until ``models.cpu_split`` has chosen one pass or the split for this
+    batch (13 loops when both ways are timed), at most ``budget_s``; returns that choice
+    (``split``: None if still undecided, or never tried: one thread, nothing to share) and the
+    loops it took."""
+    from models import cpu_split
+
+    from .langevin import until_settled
+
+    amp = sampler.amp
+    if not cpu_split.splittable(net, x0, amp):
+        return {"split": False, "loops": 0}
+    loops, _ = until_settled(lambda: sampler.sample(net, x0, n_steps=4),
+                             lambda: cpu_split.settled(net, x0, amp), 40, budget_s)
+    way = cpu_split.settled(net, x0, amp)
+    return {"split": None if way is None else way.split, "loops": loops}
 
 
 def grid(device: torch.device, quick: bool) -> list[tuple[str, int, int]]:
@@ -97,7 +121,7 @@ def run(device: torch.device, quick: bool, threads: int) -> dict[str, Any]:
                 continue
             points.append(json.loads(r.stdout.strip().splitlines()[-1]))
     return {"threads": threads, "points": points, "load_avg_after": common.load(),
-            "models_precision": common.amp_label(device, timed=False)}  # one-step loops: no trial
+            "models_precision": common.amp_label(device, timed=False)}  # no amp_if_faster: fp32 not timed against bf16
 
 
 def main() -> None:

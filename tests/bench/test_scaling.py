@@ -1,0 +1,47 @@
+"""bench.scaling: the models steps it times are the way the pipeline samples that shape once
+models.cpu_split has decided, and the table says which way that was."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench import report
+from bench.common import ROOT
+
+
+def point(*args: str) -> dict:
+    """One scaling point in its own process, as ``bench.scaling.run`` starts it."""
+    done = subprocess.run([sys.executable, "-m", "bench.scaling", "--one", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_on_two_threads_the_split_trial_is_over_before_the_timed_steps():
+    p = point("models", "texture-fast", "64", "4", "2", "cpu", "2")
+    assert p["cpu_split"]["split"] is not None, p["cpu_split"]  # decided: the timed steps ran that way
+    assert p["cpu_split"]["loops"] >= 1 and len(p["step_s_all"]) == 2
+
+
+def test_one_thread_has_nothing_to_split_and_the_reference_nothing_to_settle():
+    assert point("models", "texture-fast", "32", "2", "1", "cpu", "1")["cpu_split"] == {"split": False, "loops": 0}
+    assert "cpu_split" not in point("reference", "texture-fast", "32", "2", "1", "cpu", "2")
+
+
+@pytest.mark.parametrize("way, shown", [(None, "-"),
+                                        ({"split": False, "loops": 0}, "one pass"),
+                                        ({"split": True, "loops": 0}, "split"),
+                                        ({"split": True, "loops": 13}, "split (13 loops of trial)"),
+                                        ({"split": None, "loops": 40}, "undecided, one pass (40 loops of trial)")])
+def test_the_table_names_the_way_each_point_ran(way, shown):
+    models = {"impl": "models", "preset": "texture", "size": 64, "chains": 1, "step_s": 0.01, "gflops": 5.0,
+              "peak_mib": 10.0, **({"cpu_split": way} if way else {})}
+    reference = {**models, "impl": "reference", "step_s": 0.02}
+    reference.pop("cpu_split", None)
+    lines = report.scaling_tables({"threads": 2, "points": [models, reference]})
+    row = next(line for line in lines if line.startswith("| texture | 64 |"))
+    assert row.endswith(f"| 2.00x | 5 | 10 | 10 | {shown} |")
