@@ -4,6 +4,7 @@ models.cpu_split has decided, and the table says which way that was."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,9 +15,10 @@ from bench.common import ROOT
 
 
 def point(*args: str) -> dict:
-    """One scaling point in its own process, as ``bench.scaling.run`` starts it."""
+    """One scaling point in its own process, as ``bench.scaling.run`` starts it (under the
+    default split policy, whatever GCN_CPU_SPLIT says here)."""
     done = subprocess.run([sys.executable, "-m", "bench.scaling", "--one", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          env={**os.environ, "GCN_CPU_SPLIT": "auto"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
