@@ -205,10 +205,9 @@ def split_way(point: dict[str, Any]) -> str:
     way = point.get("cpu_split")
     if way is None:
         return "-"
-    if way["loops"] == 0:
-        return "split" if way["split"] else "one pass"
-    choice = {True: "split", False: "one pass", None: "undecided, one pass"}[way["split"]]
-    return f"{choice} ({way['loops']} loops of trial)"
+    if way["loops"] == 0:  # nothing timed: one thread, or GCN_CPU_SPLIT=on / off
+        return SPLIT_WORDS[way["split"]]
+    return _split_choice(way)  # as the Langevin section words its settled variants
 
 
 def targets(results: dict[str, Any], device: str) -> list[str]:

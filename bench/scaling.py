@@ -83,8 +83,8 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
 def settle_split(sampler, net, x0: torch.Tensor, budget_s: float = 120.0) -> dict[str, Any]:
     """Loops of 4 steps until ``models.cpu_split`` has chosen one pass or the split for this
     batch (13 loops when both ways are timed), at most ``budget_s``; returns that choice
-    (``split``: None if still undecided, or never tried: one thread, nothing to share) and the
-    loops it took."""
+    (``split``: None if still undecided) and the loops it took (0 where nothing was timed: False
+    where nothing can split, e.g. on one thread or under GCN_CPU_SPLIT=off; True under =on)."""
     from models import cpu_split
 
     from .langevin import until_settled

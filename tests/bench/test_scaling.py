@@ -38,7 +38,7 @@ def test_one_thread_has_nothing_to_split_and_the_reference_nothing_to_settle():
                                         ({"split": False, "loops": 0}, "one pass"),
                                         ({"split": True, "loops": 0}, "split"),
                                         ({"split": True, "loops": 13}, "split (13 loops of trial)"),
-                                        ({"split": None, "loops": 40}, "undecided, one pass (40 loops of trial)")])
+                                        ({"split": None, "loops": 40}, "undecided (40 loops of trial)")])
 def test_the_table_names_the_way_each_point_ran(way, shown):
     models = {"impl": "models", "preset": "texture", "size": 64, "chains": 1, "step_s": 0.01, "gflops": 5.0,
               "peak_mib": 10.0, **({"cpu_split": way} if way else {})}
