@@ -181,8 +181,8 @@ def scaling_tables(r: dict[str, Any]) -> list[str]:
     pts = r["points"]
     by = {(p["preset"], p["size"], p["chains"], p["impl"]): p for p in pts}
     keys = sorted({(p["preset"], p["size"], p["chains"]) for p in pts}, key=lambda k: (k[0], k[2], k[1]))
-    out = [f"{r['threads']} thread(s); one subprocess per point; peak memory: growth of the resident set while "
-           "sampling (CPU) or CUDA max allocated"
+    out = [f"{r['threads']} thread(s); one subprocess per point; {_loops_timed(pts)}; peak memory: growth of the "
+           "resident set while sampling (CPU) or CUDA max allocated"
            + (f"; models in {r['models_precision']}" if "models_precision" in r else "")
            + ".", "",
            "| preset | size px | chains | models s/step | reference s/step | x reference | models GFLOP/s "
@@ -196,6 +196,17 @@ def scaling_tables(r: dict[str, Any]) -> list[str]:
         out.append(f"| {k[0]} | {k[1]} | {k[2]} | {m['step_s']:.4f} | {ref['step_s']:.4f} | {ref['step_s'] / m['step_s']:.2f}x "
                    f"| {m['gflops']:.0f} | {m['peak_mib']:.0f} | {ref['peak_mib']:.0f} | {split_way(m)} |")
     return out + [""]
+
+
+def _loops_timed(points: list[dict[str, Any]]) -> str:
+    """How a scaling point's seconds per step were timed: loops of several steps (``bench.scaling``),
+    or one-step loops in results files from before, whose figures carry each loop's set-up."""
+    steps = sorted({p["loop_steps"] for p in points if "loop_steps" in p})
+    if not steps:
+        return "s/step: the median of one-step loops"
+    loops = max(len(p.get("step_s_all", ())) for p in points)
+    return (f"s/step: the median over {loops} timed loops of "
+            f"{' or '.join(str(n) for n in steps)} steps (per loop, divided by its steps)")
 
 
 def split_way(point: dict[str, Any]) -> str:

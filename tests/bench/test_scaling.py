@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bench import report
+from bench import report, scaling
 from bench.common import ROOT
 
 
@@ -26,7 +26,13 @@ def point(*args: str) -> dict:
 def test_on_two_threads_the_split_trial_is_over_before_the_timed_steps():
     p = point("models", "texture-fast", "64", "4", "2", "cpu", "2")
     assert p["cpu_split"]["split"] is not None, p["cpu_split"]  # decided: the timed steps ran that way
-    assert p["cpu_split"]["loops"] >= 1 and len(p["step_s_all"]) == 2
+    assert p["cpu_split"]["loops"] >= 1
+
+
+def test_a_point_times_loops_of_its_steps_as_a_job_samples_not_one_step_loops():
+    p = point("models", "texture-fast", "32", "1", "3", "cpu", "1")
+    assert p["loop_steps"] == 3 and len(p["step_s_all"]) == scaling.LOOPS
+    assert p["step_s"] == sorted(p["step_s_all"])[scaling.LOOPS // 2]
 
 
 def test_one_thread_has_nothing_to_split_and_the_reference_nothing_to_settle():
@@ -47,3 +53,12 @@ def test_the_table_names_the_way_each_point_ran(way, shown):
     lines = report.scaling_tables({"threads": 2, "points": [models, reference]})
     row = next(line for line in lines if line.startswith("| texture | 64 |"))
     assert row.endswith(f"| 2.00x | 5 | 10 | 10 | {shown} |")
+
+
+def test_the_table_says_how_its_steps_were_timed():
+    old = {"impl": "models", "preset": "texture", "size": 64, "chains": 1, "step_s": 0.01, "gflops": 5.0,
+           "peak_mib": 10.0, "step_s_all": [0.01] * 4}
+    new = [{**old, "impl": impl, "size": size, "loop_steps": steps, "step_s_all": [0.01] * 3}
+           for impl in ("models", "reference") for size, steps in ((64, 4), (512, 2))]
+    assert "the median of one-step loops" in report.scaling_tables({"threads": 1, "points": [old]})[0]
+    assert "the median over 3 timed loops of 2 or 4 steps" in report.scaling_tables({"threads": 1, "points": new})[0]
