@@ -1,7 +1,7 @@
 """One command for every benchmark of issue 6:
 
     python -m bench --quick          # < 3 minutes on a 2-core CPU: every section, fewer repeats
-    python -m bench                  # the full run (about 20-30 minutes on a 2-core CPU)
+    python -m bench                  # the full run (6-30 minutes on a 2-core CPU, by its kind)
     python -m bench --device cuda    # on a GPU machine (the CPU figures stay in the docs)
     python -m bench --only langevin,scaling --threads 1,2
     python -m bench --quick --only service --service-modes redis --no-docs

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
+from . import overview
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -321,7 +323,8 @@ def render(results: dict[str, Any], command: str) -> str:
 
 
 def update_docs(tag: str, body: str, docs: Path = DOCS) -> None:
-    """Replace (or append) this machine's generated section of docs/benchmarks.md."""
+    """Replace (or append) this machine's generated section of docs/benchmarks.md, and rebuild
+    the overview of every machine's targets from the sections (``bench.overview``)."""
     begin, end = f"<!-- bench:{tag}:begin -->", f"<!-- bench:{tag}:end -->"
     block = f"{begin}\n### Generated: {tag}\n\n{body}{end}"
     text = docs.read_text() if docs.exists() else "# Benchmarks\n"
@@ -330,7 +333,7 @@ def update_docs(tag: str, body: str, docs: Path = DOCS) -> None:
         text = pattern.sub(lambda _: block, text)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    docs.write_text(text)
+    docs.write_text(overview.refresh(text))
 
 
 def main() -> None:
