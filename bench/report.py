@@ -9,6 +9,7 @@ from typing import Any, Optional
 from . import overview
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+SUPERSEDED = "## Superseded runs"  # the docs' last part: runs no machine's section holds any more
 
 
 def _f(v: Optional[float], fmt: str = "{:.1f}") -> str:
@@ -331,6 +332,9 @@ def update_docs(tag: str, body: str, docs: Path = DOCS) -> None:
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
+    elif SUPERSEDED in text:  # a new machine's section goes after the others, before the old runs
+        head, tail = text.split(SUPERSEDED, 1)
+        text = head.rstrip() + "\n\n" + block + "\n\n" + SUPERSEDED + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     docs.write_text(overview.refresh(text))

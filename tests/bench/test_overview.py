@@ -56,6 +56,15 @@ def test_writing_a_section_rebuilds_the_overview_between_its_markers_only(tmp_pa
     assert "| CPU texture@224, 2 thr: >= 90 % of matmul peak | 93 % | 100 % |" in again
 
 
+def test_a_new_machine_s_section_goes_before_the_superseded_runs(tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(report_doc({"slow": SLOW}) + f"\n{report.SUPERSEDED}\n\nAn old run.\n")
+    report.update_docs("fast", FAST, docs)
+    text = docs.read_text()
+    assert text.index("### Generated: slow") < text.index("### Generated: fast") < text.index(report.SUPERSEDED)
+    assert text.rstrip().endswith("An old run.") and "| target | `slow` | `fast` |" in text
+
+
 def test_a_document_without_the_markers_is_left_as_it_is():
     text = report_doc({"fast": FAST})
     assert overview.refresh(text.replace(overview.BEGIN, "")) == text.replace(overview.BEGIN, "")
