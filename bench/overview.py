@@ -19,6 +19,12 @@ _FIGURE = re.compile(r"\d+(?:\.\d+)?(?:x| %| ms)")
 VERDICTS = ("met", "not met")
 
 
+def markers(tag: str) -> tuple[str, str]:
+    """The comments around a machine's generated section (``bench.report.update_docs`` writes
+    them; ``_SECTION`` reads them back)."""
+    return f"<!-- bench:{tag}:begin -->", f"<!-- bench:{tag}:end -->"
+
+
 class Section(NamedTuple):
     tag: str
     when: str  # "2026-11-29 11:31 UTC, full"

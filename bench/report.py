@@ -326,7 +326,7 @@ def render(results: dict[str, Any], command: str) -> str:
 def update_docs(tag: str, body: str, docs: Path = DOCS) -> None:
     """Replace (or append) this machine's generated section of docs/benchmarks.md, and rebuild
     the overview of every machine's targets from the sections (``bench.overview``)."""
-    begin, end = f"<!-- bench:{tag}:begin -->", f"<!-- bench:{tag}:end -->"
+    begin, end = overview.markers(tag)
     block = f"{begin}\n### Generated: {tag}\n\n{body}{end}"
     text = docs.read_text() if docs.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
