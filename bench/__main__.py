@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = common.usable_cores()
     threads = ([int(t) for t in args.threads.split(",")] if args.threads else
                ([cores] if args.quick else sorted({1, cores})))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    common.prepare(device)
     torch.set_num_threads(max(threads))
 
     tag = common.machine_tag(device)

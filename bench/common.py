@@ -13,6 +13,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -108,7 +109,9 @@ def machine(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    tf32_conv=bool(torch.backends.cudnn.allow_tf32),
+                    tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32))
     return info
 
 
@@ -145,6 +148,26 @@ def amp_label(device: torch.device, timed: bool = True) -> str:
 
 
 # ----------------------------------------------------------------------------- timing
+
+
+def prepare(device: torch.device) -> None:
+    """What the bench sets before timing on ``device``, in its process and in each scaling
+    point's: on CUDA, cuDNN timing its algorithms once per shape (as ``models.pipeline``
+    samples there by default). TF32 convolutions, cuDNN's default, are left on: the reference
+    loop is what a first implementation gets, and ``machine`` records the setting."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+@contextmanager
+def strict_float32():
+    """cuDNN's TF32 convolutions off inside (a no-op on the CPU), restored after."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 
 def sync(device: torch.device) -> None:

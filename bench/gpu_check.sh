@@ -9,9 +9,10 @@
 #   1. the machine: GPU, driver, Python and torch versions (env.txt);
 #   2. the CUDA tests that CI skips (tests/models/test_cuda.py; cuda-tests.txt);
 #   3. the benchmarks on CUDA, quick: Langevin throughput against the reference loop (with the
-#      CUDA-graph and float32 variants), time to quality, then scaling (bench.log; the JSON is
-#      rewritten after each section, straight into $OUT, so a step cut off by its limit keeps the
-#      sections before it; `python -m bench.report <json>` renders its tables anywhere).
+#      CUDA-graph and float32 variants; issue 6's GPU target), scaling, then time to quality, the
+#      section whose length is hardest to foresee (bench.log; the JSON is rewritten after each
+#      section, straight into $OUT, so a step cut off by its limit keeps the sections before it;
+#      `python -m bench.report <json>` renders its tables anywhere).
 # It uses the machine's own python3 and torch (the project is not installed there): models/ and
 # bench/ need torch, numpy, Pillow, scikit-image and safetensors, the tests pytest; what is
 # missing is named in env.txt first. Exit status: 2 without a CUDA device,
@@ -48,7 +49,7 @@ timeout -k 10 "$TEST_LIMIT" "$PY" -m pytest -q -p no:cacheprovider tests/models/
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== bench --device cuda --quick (limit ${BENCH_LIMIT} s)"
-timeout -k 10 "$BENCH_LIMIT" "$PY" -m bench --device cuda --quick --only langevin,quality,scaling --no-docs 2>&1 \
+timeout -k 10 "$BENCH_LIMIT" "$PY" -m bench --device cuda --quick --only langevin,scaling,quality --no-docs 2>&1 \
   | tee "$OUT/bench.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1  # bench exits 1 when a section failed, 124 when cut off
 ls -l "$OUT"

@@ -101,10 +101,12 @@ def _model(preset_name: str, size: int, chains: int, device: torch.device) -> Ge
 
 def agreement(model: GenerativeModel, ref: ReferenceNet, x0: torch.Tensor, steps: int, **flags) -> float:
     """Largest |difference| between the two implementations after ``steps`` steps, relative to
-    the chains' largest |value|."""
+    the chains' largest |value|; in strict float32 (``common.strict_float32``: on a GPU cuDNN
+    would otherwise run both in TF32, whose rounding, ~1e-3, would hide what this checks)."""
     p = model.preset
-    a = reference_langevin(ref, x0, steps, p.step_size, p.sigma, torch.Generator(x0.device).manual_seed(7))
-    b = _sampler(p, steps, flags)(model.net, x0, torch.Generator(x0.device).manual_seed(7))
+    with common.strict_float32():
+        a = reference_langevin(ref, x0, steps, p.step_size, p.sigma, torch.Generator(x0.device).manual_seed(7))
+        b = _sampler(p, steps, flags)(model.net, x0, torch.Generator(x0.device).manual_seed(7))
     return float((a - b).abs().max() / a.abs().max())
 
 
@@ -201,7 +203,7 @@ def run_case(case: dict[str, Any], device: torch.device, repeats: int, peaks: di
             "gflops_best": flops_step * steps / timing.best / 1e9,
             "timing": timing.as_dict(),
         }
-        # bf16 variants against the bf16 peak where it was measured (CPUs with bf16 hardware)
+        # bf16 variants against the bf16 peak where it was measured (GPUs, CPUs with bf16 hardware)
         bf16 = name != "reference" and runs_bf16(name, flags_of[name], out["cpu_split"])
         row["peak_dtype"] = "bf16" if bf16 and peaks.get("bf16") else "fp32"
         against_peak(row, peaks)
@@ -220,12 +222,12 @@ def against_peak(row: dict[str, Any], peaks: dict[str, Any]) -> None:
 
 
 def measure_peaks(device: torch.device, quick: bool, when: str) -> dict[str, Any]:
-    """``common.matmul_peak`` at the current thread count, and its bf16 one on CPUs with bf16
-    hardware (whatever ``GCN_AMP`` says)."""
+    """``common.matmul_peak`` at the current thread count, and its bf16 one on GPUs and on CPUs
+    with bf16 hardware (whatever ``GCN_AMP`` says): a bf16 row is scored against the bf16 peak."""
     n_threads = torch.get_num_threads()
     common.log(f"langevin: {n_threads} thread(s): matmul peak {when}")
     peak = common.matmul_peak(device, repeats=5 if quick else 9)
-    if device.type == "cpu" and precision.native_bf16():
+    if device.type == "cuda" or precision.native_bf16():
         common.log(f"langevin: {n_threads} thread(s): bf16 matmul peak {when}")
         peak["bf16"] = common.matmul_peak(device, repeats=5 if quick else 9, dtype=torch.bfloat16)
     return peak

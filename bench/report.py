@@ -30,7 +30,8 @@ def _which(default: str, case: dict[str, Any]) -> str:
 
 
 def machine_line(m: dict[str, Any]) -> str:
-    gpu = f", {m['gpu']} ({m['gpu_memory_gib']} GiB, CUDA {m['cuda']}, cuDNN {m['cudnn']})" if "gpu" in m else ""
+    tf32 = {True: ", TF32 convolutions on", False: ", TF32 convolutions off"}.get(m.get("tf32_conv"), "")
+    gpu = f", {m['gpu']} ({m['gpu_memory_gib']} GiB, CUDA {m['cuda']}, cuDNN {m['cudnn']}{tf32})" if "gpu" in m else ""
     return (f"{m['cpu']}, {m['cores']} usable cores ({m['capability']}){gpu}; torch {m['torch']}, "
             f"Python {m['python']}; load average at start {m['load_avg']} (1, 5, 15 min); {m['date']}")
 
@@ -62,7 +63,9 @@ def _probes(peak: dict[str, Any]) -> str:
             f"each probe's better figure: {probes} GFLOP/s")
 
 
-def langevin_tables(r: dict[str, Any]) -> list[str]:
+def langevin_tables(r: dict[str, Any], m: dict[str, Any] | None = None) -> list[str]:
+    """The section's tables; ``m`` (the results' machine) says what a GPU's float32 was."""
+    m = m or {}
     out = []
     for entry in r["by_threads"]:
         pk = entry["peak"]
@@ -72,8 +75,13 @@ def langevin_tables(r: dict[str, Any]) -> list[str]:
             b = pk["bf16"]
             out += [f"Measured bf16 peak {b['peak_gflops']:.0f} GFLOP/s ({b['peak_probe']}; {_probes(b)}): "
                     "the bf16 rows' % of peak is of this one.", ""]
-        out += ["GFLOP/s count the direct convolutions' multiply-adds; FFT convolutions (NNPACK, "
-                "`models.cpu_conv`) do fewer, so their rate can pass the peak.", ""]
+        if m.get("tf32_conv"):
+            out += ["cuDNN ran float32 convolutions in TF32 (PyTorch's default, left on): the fp32 rows, the "
+                    "reference loop and the fp32 peak's convolution probes are TF32 figures; the agreement "
+                    "column was checked with TF32 off.", ""]
+        elif "gpu" not in m:
+            out += ["GFLOP/s count the direct convolutions' multiply-adds; FFT convolutions (NNPACK, "
+                    "`models.cpu_conv`) do fewer, so their rate can pass the peak.", ""]
         out += ["| case | implementation | image-steps/s (median) | GFLOP/s median / best | % of peak (best) "
                 "| x reference (paired median) | agrees with reference (max rel. diff) | load (1 min) |",
                 "|---|---|---|---|---|---|---|---|"]
@@ -313,7 +321,7 @@ def render(results: dict[str, Any], command: str) -> str:
              f"Mode: {'quick' if results['quick'] else 'full'}. Rerun: `{command}`.", "", "#### Targets", ""]
     lines += targets(results, device)
     if "langevin" in results:
-        lines += ["#### 1. Langevin throughput and learning iterations", ""] + langevin_tables(results["langevin"])
+        lines += ["#### 1. Langevin throughput and learning iterations", ""] + langevin_tables(results["langevin"], m)
     if "quality" in results:
         lines += ["#### 2. Time to quality", ""] + quality_tables(results["quality"])
     if "service" in results:

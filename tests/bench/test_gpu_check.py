@@ -30,7 +30,7 @@ FAKE_PYTHON = """#!/bin/bash
 # pinned one, TESTS_SLEEP holds the tests past TEST_LIMIT.
 case "$1 $2" in
   "-m pytest") sleep "${TESTS_SLEEP:-0}"; echo "4 passed"; exit "${TESTS_RC:-0}" ;;
-  "-m bench") echo '{}' > "$GCN_BENCH_OUT/cuda-fake.json"; echo "bench ran"; exit "${BENCH_RC:-0}" ;;
+  "-m bench") echo '{}' > "$GCN_BENCH_OUT/cuda-fake.json"; echo "bench ran: $*"; exit "${BENCH_RC:-0}" ;;
   "-c import $MISSING") exit 1 ;;
   "-c "*2.13.0*) exit "${OTHER_TORCH:-0}" ;;
   "-c "*) echo "3.11 fake-torch cuda 12.8 Fake GPU"; exit 0 ;;
@@ -58,6 +58,8 @@ def test_the_checks_exit_status_says_whether_every_step_passed(tmp_path, tests_r
     assert run.returncode == want, run.stdout + run.stderr
     assert "4 passed" in (out / "cuda-tests.txt").read_text() and "bench ran" in (out / "bench.log").read_text()
     assert (out / "cuda-fake.json").exists()
+    # the GPU target's section first, time to quality (the hardest to foresee) last
+    assert "--device cuda --quick --only langevin,scaling,quality --no-docs" in (out / "bench.log").read_text()
 
 
 def test_a_missing_module_another_torch_and_a_step_past_its_limit_are_recorded(tmp_path):
