@@ -26,11 +26,40 @@ from . import common, report
 SECTIONS = ("langevin", "quality", "service", "scaling")
 
 
+def _device(ap: argparse.ArgumentParser, name: str) -> torch.device:
+    """``--device``: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; anything else, or
+    CUDA where torch sees none, is a usage error, not a traceback minutes into a run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        ap.error(f"--device {name}: choose cpu, cuda, cuda:N or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {name}: torch {torch.__version__} sees no CUDA device here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        ap.error(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _thread_counts(ap: argparse.ArgumentParser, text: str) -> list[int]:
+    """``--threads``: comma-separated counts, each at least 1."""
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        ap.error(f"--threads {text}: give thread counts of at least 1, e.g. 1,2")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller grids (< 3 min on 2 CPU cores)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
-    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when torch sees a GPU)")
     ap.add_argument("--threads", default=None,
                     help="CPU thread counts for the Langevin section, e.g. 1,2 (default: all usable cores; "
                          "the full run adds 1); the other sections use the largest")
@@ -41,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="update this machine's section of docs/benchmarks.md")
     args = ap.parse_args(argv)
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = _device(ap, args.device)
+    if args.quality_cap is not None and not args.quality_cap > 0:
+        ap.error(f"--quality-cap {args.quality_cap:g}: give a number of seconds above 0")
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -53,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             ap.error(f"unknown service mode(s): {', '.join(sorted(bad))}; choose from {', '.join(MODES)}")
     cores = common.usable_cores()
-    threads = ([int(t) for t in args.threads.split(",")] if args.threads else
+    threads = (_thread_counts(ap, args.threads) if args.threads else
                ([cores] if args.quick else sorted({1, cores})))
     common.prepare(device)
     torch.set_num_threads(max(threads))
