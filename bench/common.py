@@ -152,11 +152,13 @@ def amp_label(device: torch.device, timed: bool = True) -> str:
 
 def prepare(device: torch.device) -> None:
     """What the bench sets before timing on ``device``, in its process and in each scaling
-    point's: on CUDA, cuDNN timing its algorithms once per shape (as ``models.pipeline``
-    samples there by default). TF32 convolutions, cuDNN's default, are left on: the reference
-    loop is what a first implementation gets, and ``machine`` records the setting."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    point's: what a job gets (``models.pipeline.prepare_device``: on CUDA, cuDNN timing its
+    algorithms once per shape; TF32 convolutions, cuDNN's default, left on except under
+    ``GCN_AMP=off``, so the reference loop is what a first implementation gets; ``machine``
+    records the setting)."""
+    from models.pipeline import prepare_device
+
+    prepare_device(device)
 
 
 @contextmanager

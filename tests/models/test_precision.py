@@ -107,3 +107,22 @@ def test_the_pipeline_follows_the_setting(monkeypatch, brick64):
         timed.clear()
         recover(learner.model, x, known, steps=2, amp=expected)  # a caller's own choice is kept as given
         assert timed == [False]
+
+
+@pytest.mark.parametrize("setting, tf32", [("off", False), ("auto", True), ("on", True)])
+def test_float32_everywhere_means_no_tf32_convolutions_on_a_gpu(monkeypatch, setting, tf32):
+    """``GCN_AMP=off`` promises float32 everywhere: on CUDA, ``prepare_device`` turns cuDNN's TF32
+    convolutions (PyTorch's default) off; other settings leave the default; the CPU is untouched.
+    (The flags are plain settings, so this runs without a GPU.)"""
+    from models.pipeline import prepare_device
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+    monkeypatch.setenv("GCN_AMP", setting)
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        prepare_device(CPU)
+        assert torch.backends.cudnn.allow_tf32 is True
+        prepare_device(torch.device("cuda"))
+        assert torch.backends.cudnn.allow_tf32 is tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
