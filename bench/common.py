@@ -110,6 +110,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
                     tf32_conv=bool(torch.backends.cudnn.allow_tf32),
                     tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32))
     return info
@@ -152,13 +153,11 @@ def amp_label(device: torch.device, timed: bool = True) -> str:
 
 def prepare(device: torch.device) -> None:
     """What the bench sets before timing on ``device``, in its process and in each scaling
-    point's: what a job gets (``models.pipeline.prepare_device``: on CUDA, cuDNN timing its
+    point's: what a job gets (``models.precision.prepare_device``: on CUDA, cuDNN timing its
     algorithms once per shape; TF32 convolutions, cuDNN's default, left on except under
     ``GCN_AMP=off``, so the reference loop is what a first implementation gets; ``machine``
     records the setting)."""
-    from models.pipeline import prepare_device
-
-    prepare_device(device)
+    precision.prepare_device(device)
 
 
 @contextmanager
@@ -263,8 +262,8 @@ def learning_iteration_flops(layers, size: tuple[int, int], depth: int, n_chains
 
 
 def matmul_peak(device: torch.device, repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """The machine's measured dense throughput in ``dtype`` (float32, or bfloat16 on CPUs with
-    bfloat16 hardware), at the current thread count.
+    """The machine's measured dense throughput in ``dtype`` (float32, or bfloat16 on GPUs and on
+    CPUs with bfloat16 hardware), at the current thread count.
 
     Probes, the best of which is the peak: square ``torch.mm`` (BLAS: MKL on x86 CPUs, cuBLAS on
     GPUs) and large 3 x 3 convolutions (oneDNN / cuDNN implicit GEMM; on AMD CPUs MKL's sgemm does

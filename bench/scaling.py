@@ -3,7 +3,9 @@
 Each point runs in a fresh subprocess (``python -m bench.scaling --one ...``) so that its peak
 memory is its own: on the CPU the growth of the resident set's high-water mark over the resident
 set just before sampling (``VmHWM - VmRSS`` from /proc/self/status); on CUDA
-``torch.cuda.max_memory_allocated``. Both implementations, ``models`` and the reference loop.
+``torch.cuda.max_memory_allocated`` over what was allocated before, first step included, so with
+``cudnn.benchmark`` on (as a job runs) the workspace of cuDNN's algorithm search counts too, as it
+does in a job's first step. Both implementations, ``models`` and the reference loop.
 
 - size sweep: the ``texture`` preset (frame_3, full depth), 1 chain, 64 to 1024 px;
 - chain sweep: the ``texture-fast`` preset at 64 px, 1 to 256 chains (CPU: to 64).

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from .langevin import StepCallback
 from .model import GenerativeModel
-from .precision import amp_if_faster, use_amp
+from .precision import amp_if_faster, prepare_device, use_amp
 from .presets import Preset, inpaint_steps
 from .images import check_mask, known_pixels
 from .transforms import load_pixels, to_model_space, to_pil_images
@@ -129,6 +129,7 @@ def recover(
     if steps < 0:
         raise ValueError("steps must be 0 or more")
     device = model.device
+    prepare_device(device)
     model.net.check_size(x.shape[-2:])
     x = x.to(device=device, dtype=torch.float32)
     known = known.to(device=device, dtype=torch.bool)

@@ -23,7 +23,7 @@ from . import checkpoint
 from .langevin import StepCallback, init_chains
 from .learner import Learner, Progress
 from .model import GenerativeModel
-from .precision import amp_if_faster, amp_setting, use_amp
+from .precision import amp_if_faster, prepare_device, use_amp
 from .presets import Preset
 from .reconstruction import reconstruct
 from .transforms import channel_mean, load_pixels, make_grid, to_model_space, to_pil_images
@@ -136,18 +136,6 @@ def _flag(name: str, default: str) -> str:
 def _cuda_graph(device: torch.device) -> bool:
     """Replay the Langevin step as a CUDA graph: opt-in (``GCN_CUDA_GRAPH=1``), CUDA only."""
     return device.type == "cuda" and _flag("GCN_CUDA_GRAPH", "0") in ("1", "on", "true", "yes")
-
-
-def prepare_device(device: torch.device) -> None:
-    """CUDA: let cuDNN time its convolution algorithms once per shape and keep the fastest
-    (``GCN_CUDNN_BENCHMARK=0`` turns this off for bitwise run-to-run reproducibility); under
-    ``GCN_AMP=off`` also turn off cuDNN's TF32 convolutions (on by default in PyTorch, with a
-    10-bit mantissa), so that "float32 everywhere" holds on a GPU too. The CPU's counterpart,
-    NNPACK against oneDNN, is ``models.cpu_conv`` (``GCN_CPU_CONV``)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = _flag("GCN_CUDNN_BENCHMARK", "1") not in ("0", "off", "false", "no")
-        if amp_setting() == "off":
-            torch.backends.cudnn.allow_tf32 = False
 
 
 def train(
@@ -272,6 +260,7 @@ def reconstruct_image(
     """The auto-encoder view: the fitted input and sigma^2 df_k/dI (k = ``category``), both as images."""
     p = model.preset
     k = model.category_index(category)
+    prepare_device(model.device)
     pixels = load_pixels([source], p.image_size, p.resize).to(model.device)
     x = to_model_space(pixels, model.mean)
     if model.categories == 1:

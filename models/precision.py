@@ -51,6 +51,23 @@ def use_amp(device_type: str, setting: str | None = None) -> bool:
     return device_type == "cuda" or (device_type == "cpu" and native_bf16())
 
 
+def prepare_device(device) -> None:
+    """Settings a job's arithmetic on ``device`` (a ``torch.device``) depends on, made before it
+    runs (learning, sampling, reconstruction, inpainting). CUDA only: cuDNN times its convolution
+    algorithms once per shape and keeps the fastest (``GCN_CUDNN_BENCHMARK=0`` turns this off
+    for bitwise run-to-run reproducibility); under ``GCN_AMP=off`` cuDNN's TF32 convolutions (on
+    by default in PyTorch, a 10-bit mantissa) are turned off, so that "float32 everywhere" holds
+    on a GPU too. The CPU's counterpart, NNPACK against oneDNN, is ``models.cpu_conv``."""
+    if device.type != "cuda":
+        return
+    import torch  # here, not at the top: this module needs no torch otherwise
+
+    benchmark = os.environ.get("GCN_CUDNN_BENCHMARK", "1").strip().lower()
+    torch.backends.cudnn.benchmark = benchmark not in ("0", "off", "false", "no")
+    if amp_setting() == "off":
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def amp_if_faster(device_type: str, setting: str | None = None) -> bool:
     """Whether ``use_amp``'s autocast is to be timed against float32 and kept only where clearly
     faster (``models.cpu_split``): under ``auto`` on a CPU with AVX512-BF16 and no AMX. Why: on

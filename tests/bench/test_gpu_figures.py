@@ -69,8 +69,10 @@ def test_the_agreement_check_runs_both_implementations_with_tf32_off(monkeypatch
         torch.backends.cudnn.allow_tf32 = before
 
 
-def test_prepare_turns_cudnn_benchmark_on_for_cuda_only():
-    before = torch.backends.cudnn.benchmark
+def test_prepare_turns_cudnn_benchmark_on_for_cuda_only(monkeypatch):
+    monkeypatch.delenv("GCN_CUDNN_BENCHMARK", raising=False)
+    monkeypatch.delenv("GCN_AMP", raising=False)
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cudnn.benchmark = False
         common.prepare(torch.device("cpu"))
@@ -78,7 +80,7 @@ def test_prepare_turns_cudnn_benchmark_on_for_cuda_only():
         common.prepare(CUDA)
         assert torch.backends.cudnn.benchmark is True
     finally:
-        torch.backends.cudnn.benchmark = before
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = before
 
 
 def test_a_scaling_point_prepares_its_device_as_the_parent_does(monkeypatch):
@@ -86,7 +88,11 @@ def test_a_scaling_point_prepares_its_device_as_the_parent_does(monkeypatch):
 
     prepared = []
     monkeypatch.setattr(common, "prepare", lambda device: prepared.append(device.type))
-    point = scaling.one("reference", "texture-fast", 16, 1, 1, "cpu", 1)
+    threads = torch.get_num_threads()
+    try:
+        point = scaling.one("reference", "texture-fast", 16, 1, 1, "cpu", 1)
+    finally:
+        torch.set_num_threads(threads)  # one() sets its own (it runs in a process of its own)
     assert prepared == ["cpu"] and point["step_s"] > 0
 
 
@@ -103,7 +109,10 @@ def test_the_report_says_whether_a_gpus_float32_convolutions_ran_in_tf32():
     on = report.render(_gpu_results(True), "python -m bench --device cuda")
     assert "NVIDIA H200 (139.8 GiB, CUDA 12.8, cuDNN 91000, TF32 convolutions on)" in on
     assert "cuDNN ran float32 convolutions in TF32" in on and "NNPACK" not in on
-    off = report.render(_gpu_results(False), "python -m bench --device cuda")
-    assert "TF32 convolutions off" in off and "cuDNN ran float32 convolutions in TF32" not in off
+    results = _gpu_results(False)
+    results["machine"]["cudnn_benchmark"] = False
+    off = report.render(results, "python -m bench --device cuda")
+    assert "TF32 convolutions off, cudnn.benchmark off (GCN_CUDNN_BENCHMARK)" in off
+    assert "cuDNN ran float32 convolutions in TF32" not in off and "cudnn.benchmark off" not in on
     cpu = report.langevin_tables(_gpu_results(True)["langevin"])  # a CPU run: no machine's GPU line
     assert any("NNPACK" in line for line in cpu)

@@ -114,15 +114,41 @@ def test_float32_everywhere_means_no_tf32_convolutions_on_a_gpu(monkeypatch, set
     """``GCN_AMP=off`` promises float32 everywhere: on CUDA, ``prepare_device`` turns cuDNN's TF32
     convolutions (PyTorch's default) off; other settings leave the default; the CPU is untouched.
     (The flags are plain settings, so this runs without a GPU.)"""
-    from models.pipeline import prepare_device
+    from models.precision import prepare_device
 
     before = torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
     monkeypatch.setenv("GCN_AMP", setting)
+    monkeypatch.delenv("GCN_CUDNN_BENCHMARK", raising=False)
     try:
         torch.backends.cudnn.allow_tf32 = True
         prepare_device(CPU)
         assert torch.backends.cudnn.allow_tf32 is True
         prepare_device(torch.device("cuda"))
-        assert torch.backends.cudnn.allow_tf32 is tf32
+        assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cudnn.benchmark is True
+        monkeypatch.setenv("GCN_CUDNN_BENCHMARK", "0")
+        prepare_device(torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
+
+
+def test_every_kind_of_job_prepares_its_device_first(monkeypatch, brick64):
+    """Learning, sampling, reconstruction and inpainting each call ``prepare_device`` for the
+    model's device before any arithmetic (so ``GCN_AMP=off`` means float32 on a GPU for each)."""
+    from models import inpaint, pipeline
+
+    calls = []
+    spy = lambda device: calls.append(device.type)  # noqa: E731
+    monkeypatch.setattr(pipeline, "prepare_device", spy)
+    monkeypatch.setattr(inpaint, "prepare_device", spy)
+    preset = get_preset("texture-fast").replace(iterations=1, image_size=16, n_chains=1, langevin_steps=1)
+    learner = make_learner([brick64], preset, device=CPU)
+    assert calls == ["cpu"]
+    synthesize(learner.model, 1, steps=1, seed=0)
+    assert calls == ["cpu"] * 2
+    pipeline.reconstruct_image(learner.model, brick64)
+    assert calls == ["cpu"] * 3
+    known = torch.ones(1, 1, 16, 16, dtype=torch.bool)
+    known[..., :8] = False
+    recover(learner.model, torch.zeros(1, 3, 16, 16), known, steps=0)
+    assert calls == ["cpu"] * 4
