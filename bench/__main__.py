@@ -22,6 +22,7 @@ import traceback
 import torch
 
 from . import common, report
+from models import precision  # after common, which puts the repository on the path
 
 SECTIONS = ("langevin", "quality", "service", "scaling")
 
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     cores = common.usable_cores()
     threads = (_thread_counts(ap, args.threads) if args.threads else
                ([cores] if args.quick else sorted({1, cores})))
-    common.prepare(device)
+    # what a job gets (on CUDA: cudnn.benchmark; TF32 convolutions, PyTorch's default, left on
+    # except under GCN_AMP=off, so the reference loop is a first implementation's; ``machine`` records both)
+    precision.prepare_device(device)
     torch.set_num_threads(max(threads))
 
     tag = common.machine_tag(device)

@@ -151,15 +151,6 @@ def amp_label(device: torch.device, timed: bool = True) -> str:
 # ----------------------------------------------------------------------------- timing
 
 
-def prepare(device: torch.device) -> None:
-    """What the bench sets before timing on ``device``, in its process and in each scaling
-    point's: what a job gets (``models.precision.prepare_device``: on CUDA, cuDNN timing its
-    algorithms once per shape; TF32 convolutions, cuDNN's default, left on except under
-    ``GCN_AMP=off``, so the reference loop is what a first implementation gets; ``machine``
-    records the setting)."""
-    precision.prepare_device(device)
-
-
 @contextmanager
 def strict_float32():
     """cuDNN's TF32 convolutions off inside (a no-op on the CPU), restored after."""

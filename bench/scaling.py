@@ -49,7 +49,7 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    common.prepare(dev)  # as the parent process: on CUDA, cudnn.benchmark (timed in the untimed warm-up)
+    precision.prepare_device(dev)  # as the parent process and a job: on CUDA, cudnn.benchmark (timed in the untimed warm-up)
     preset = get_preset(preset_name).replace(image_size=size, n_chains=chains)
     model = GenerativeModel.create(preset, torch.zeros(3)).to(dev)
     net = model.net

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from bench import common, langevin, report
+from models import precision
 
 CUDA = torch.device("cuda")  # a device object only: nothing here touches a GPU
 
@@ -69,15 +70,15 @@ def test_the_agreement_check_runs_both_implementations_with_tf32_off(monkeypatch
         torch.backends.cudnn.allow_tf32 = before
 
 
-def test_prepare_turns_cudnn_benchmark_on_for_cuda_only(monkeypatch):
+def test_the_bench_prepares_a_device_as_a_job_does_cudnn_benchmark_on_cuda_only(monkeypatch):
     monkeypatch.delenv("GCN_CUDNN_BENCHMARK", raising=False)
     monkeypatch.delenv("GCN_AMP", raising=False)
     before = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cudnn.benchmark = False
-        common.prepare(torch.device("cpu"))
+        precision.prepare_device(torch.device("cpu"))
         assert torch.backends.cudnn.benchmark is False
-        common.prepare(CUDA)
+        precision.prepare_device(CUDA)
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = before
@@ -87,7 +88,7 @@ def test_a_scaling_point_prepares_its_device_as_the_parent_does(monkeypatch):
     from bench import scaling
 
     prepared = []
-    monkeypatch.setattr(common, "prepare", lambda device: prepared.append(device.type))
+    monkeypatch.setattr(precision, "prepare_device", lambda device: prepared.append(device.type))
     threads = torch.get_num_threads()
     try:
         point = scaling.one("reference", "texture-fast", 16, 1, 1, "cpu", 1)
