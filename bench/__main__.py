@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     # except under GCN_AMP=off, so the reference loop is a first implementation's; ``machine`` records both)
     precision.prepare_device(device)
     torch.set_num_threads(max(threads))
+    allocator = common.settle_allocator()  # before any case: none times what an earlier one left
 
     tag = common.machine_tag(device)
-    results = {"machine": common.machine(device), "quick": args.quick, "sections": sections}
+    results = {"machine": common.machine(device, allocator), "quick": args.quick, "sections": sections}
     command = "python -m bench" + (" " + " ".join(shlex.quote(a) for a in argv) if argv else "")
     path = common.OUT / f"{tag}.json"
     started = time.monotonic()

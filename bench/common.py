@@ -87,12 +87,45 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+# glibc malloc's thresholds for the whole benchmark (``settle_allocator``): 32 MiB is the
+# ceiling glibc's own dynamic mmap threshold climbs to, and a trim threshold twice that, as glibc
+# keeps it
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 64 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
+
+
+def settle_allocator() -> str:
+    """Fix glibc malloc's mmap and trim thresholds (``MMAP_THRESHOLD``, ``TRIM_THRESHOLD``) for
+    this process, unless ``GCN_BENCH_MALLOC=default``; returns what the allocator runs with, for
+    the report.
+
+    Why: glibc starts a process with low, self-adjusting thresholds. The reference loop, which
+    allocates fresh tensors every step, paid 313-364 minor page faults a step in a fresh process
+    (``texture-fast`` at 64 px, 4 chains, 1 or 2 threads; ``models`` 0) and ran 8-19 % slower
+    than in a process whose earlier, larger allocations had raised the thresholds, as the
+    Langevin section's 224 px cases did for its 64 px case. So a case's reference speed hung on
+    what ran before it, and a scaling point (a fresh process each) timed a slower reference than
+    the Langevin section. Settled at the values a long-running process climbs to, every case
+    times the reference as a warm process runs it, whatever ran before: the conservative side."""
+    if os.environ.get("GCN_BENCH_MALLOC", "settled") == "default":
+        return "glibc's own (GCN_BENCH_MALLOC=default)" if platform.libc_ver()[0] == "glibc" else "the C library's own"
+    if platform.libc_ver()[0] != "glibc":
+        return "the C library's own (not glibc)"
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        return "glibc's own (mallopt refused)"
+    return f"glibc, mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB"
+
+
 def load() -> list[float]:
     """The 1, 5 and 15 minute load averages, rounded."""
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def machine(device: torch.device) -> dict[str, Any]:
+def machine(device: torch.device, allocator: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cores": usable_cores(),
@@ -106,6 +139,8 @@ def machine(device: torch.device) -> dict[str, Any]:
         "hostname": platform.node(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    if allocator is not None:
+        info["allocator"] = allocator
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),

@@ -34,7 +34,8 @@ def machine_line(m: dict[str, Any]) -> str:
     tf32 += ", cudnn.benchmark off (GCN_CUDNN_BENCHMARK)" if m.get("cudnn_benchmark") is False else ""
     gpu = f", {m['gpu']} ({m['gpu_memory_gib']} GiB, CUDA {m['cuda']}, cuDNN {m['cudnn']}{tf32})" if "gpu" in m else ""
     return (f"{m['cpu']}, {m['cores']} usable cores ({m['capability']}){gpu}; torch {m['torch']}, "
-            f"Python {m['python']}; load average at start {m['load_avg']} (1, 5, 15 min); {m['date']}")
+            f"Python {m['python']}; load average at start {m['load_avg']} (1, 5, 15 min); {m['date']}"
+            + (f"; malloc: {m['allocator']}" if "allocator" in m else ""))
 
 
 SPLIT_WORDS = {True: "split", False: "one pass", None: "undecided"}  # models.cpu_split.decision's answers

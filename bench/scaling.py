@@ -47,6 +47,7 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
 
     from .reference import ReferenceNet, langevin as reference_langevin
 
+    allocator = common.settle_allocator()  # as the parent's cases run: GCN_BENCH_MALLOC is inherited
     torch.set_num_threads(threads)
     dev = torch.device(device)
     precision.prepare_device(dev)  # as the parent process and a job: on CUDA, cudnn.benchmark (timed in the untimed warm-up)
@@ -89,7 +90,7 @@ def one(impl: str, preset_name: str, size: int, chains: int, steps: int, device:
     return {"impl": impl, "preset": preset_name, "size": size, "chains": chains, "step_s": s, "step_s_all": times,
             "loop_steps": steps,
             "image_steps_per_s": chains / s, "gflops": flops / s / 1e9, "peak_mib": peak_mib,
-            "load_avg_1m": round(common.load()[0], 2), **({"cpu_split": way} if way is not None else {})}
+            "load_avg_1m": round(common.load()[0], 2), "allocator": allocator, **({"cpu_split": way} if way is not None else {})}
 
 
 def settle_split(sampler, net, x0: torch.Tensor, budget_s: float = 120.0) -> dict[str, Any]:

@@ -62,3 +62,11 @@ def test_the_table_says_how_its_steps_were_timed():
            for impl in ("models", "reference") for size, steps in ((64, 4), (512, 2))]
     assert "the median of one-step loops" in report.scaling_tables({"threads": 1, "points": [old]})[0]
     assert "the median over 3 timed loops of 2 or 4 steps" in report.scaling_tables({"threads": 1, "points": new})[0]
+
+
+def test_each_point_settles_the_allocator_as_the_parent_does_unless_told_not_to():
+    assert point("reference", "texture-fast", "32", "1", "1", "cpu", "1")["allocator"].startswith("glibc, mmap threshold")
+    done = subprocess.run([sys.executable, "-m", "bench.scaling", "--one", "reference", "texture-fast", "32", "1",
+                           "1", "cpu", "1"], cwd=ROOT, env={**os.environ, "GCN_BENCH_MALLOC": "default"},
+                          capture_output=True, text=True, timeout=300)
+    assert json.loads(done.stdout.strip().splitlines()[-1])["allocator"] == "glibc's own (GCN_BENCH_MALLOC=default)"
