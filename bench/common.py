@@ -108,10 +108,10 @@ def settle_allocator() -> str:
     what ran before it, and a scaling point (a fresh process each) timed a slower reference than
     the Langevin section. Settled at the values a long-running process climbs to, every case
     times the reference as a warm process runs it, whatever ran before: the conservative side."""
-    if os.environ.get("GCN_BENCH_MALLOC", "settled") == "default":
-        return "glibc's own (GCN_BENCH_MALLOC=default)" if platform.libc_ver()[0] == "glibc" else "the C library's own"
     if platform.libc_ver()[0] != "glibc":
         return "the C library's own (not glibc)"
+    if os.environ.get("GCN_BENCH_MALLOC", "settled") == "default":
+        return "glibc's own (GCN_BENCH_MALLOC=default)"
     import ctypes
 
     libc = ctypes.CDLL(None)
