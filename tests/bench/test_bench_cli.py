@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from bench import __main__ as bench_main
-
-ROOT = Path(__file__).resolve().parents[2]
+from bench.common import ROOT
 
 
 @pytest.mark.parametrize("args, says", [
