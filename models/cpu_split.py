@@ -59,7 +59,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -143,6 +143,25 @@ def sharing(net, x: torch.Tensor, amp: bool = False, labels=None, steps: Optiona
     finally:
         torch.set_num_threads(threads)
         _pool_lock.release()
+
+
+@contextlib.contextmanager
+def share_runner(shares: int) -> Iterator[Callable[[Sequence[Callable[[], None]]], None]]:
+    """``run(calls)`` for up to ``shares`` argument-free callables at once: the first on the
+    calling thread (on one torch thread meanwhile), each other on a worker of the pool that
+    split passes use, returning when all are done; what ``models.channel_pass`` is given to run
+    its shares. For timing shares apart from a pass (bench/pass_profile.py); waits while
+    another caller holds the pool."""
+    if shares < 1:
+        raise ValueError(f"shares must be 1 or more, not {shares}")
+    threads = torch.get_num_threads()
+    with _pool_lock:
+        workers = _get_pool(shares - 1) if shares > 1 else []
+        torch.set_num_threads(1)
+        try:
+            yield functools.partial(_run, workers[: shares - 1])
+        finally:
+            torch.set_num_threads(threads)
 
 
 def one_pass_grad(net, amp: bool = False) -> Callable[..., torch.Tensor]:

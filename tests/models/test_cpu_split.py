@@ -286,6 +286,29 @@ def test_a_failing_share_fails_the_call_and_leaves_the_pool_usable(monkeypatch):
     assert_same_chains(sample(net, x, "on"), sample(net, x, "off"))
 
 
+def test_share_runner_runs_each_call_on_a_thread_of_its_own_and_gives_the_count_back():
+    seen = []
+
+    def call(i):
+        return lambda: seen.append((i, threading.get_ident(), torch.get_num_threads()))
+
+    with cpu_split.share_runner(2) as run:
+        assert cpu_split._pool_lock.locked() and torch.get_num_threads() == 1
+        run([call(0), call(1)])
+        run([call(2)])
+        with pytest.raises(ValueError, match="3 calls for 2 threads"):
+            run([call(3), call(4), call(5)])
+    assert torch.get_num_threads() == 2 and not cpu_split._pool_lock.locked()
+    main = threading.get_ident()
+    assert sorted(i for i, _, _ in seen) == [0, 1, 2]
+    threads = {i: ident for i, ident, _ in seen}
+    assert threads[0] == threads[2] == main and threads[1] != main  # the first call on the caller
+    assert {count for _, _, count in seen} == {1}  # one torch thread each, as in a split pass
+    with pytest.raises(ValueError, match="shares must be 1 or more"):
+        with cpu_split.share_runner(0):
+            pass
+
+
 def test_the_policy_comes_from_gcn_cpu_split_and_a_bad_one_is_refused(monkeypatch):
     cpu_split.set_policy(None)
     monkeypatch.setenv("GCN_CPU_SPLIT", " Off ")
