@@ -23,18 +23,38 @@ from typing import Any, Iterable, Optional
 
 from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
+from sqlalchemy.exc import IntegrityError
 
 from .settings import Settings
 
 TASK_NAME = "gcn.run_job"
 
 
+class EmbeddedChannel(kombu_sqlalchemy.Channel):
+    """kombu's SQLAlchemy channel, where a queue's row that another process inserted between
+    this one's look-up and its own insert is found rather than failing the call.
+
+    kombu guards that look-up-then-insert with a lock of its process only, but the API and the
+    workers of `gcn serve` are processes sharing one SQLite file: the API's first publish and a
+    worker's start-up both declare the job queue, and the loser's insert failed ("UNIQUE
+    constraint failed: kombu_queue.name"), which failed that job with a 503
+    (tests/service/test_embedded_broker.py makes the race)."""
+
+    def _get_or_create(self, queue):
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:  # the row exists now: another process won the insert
+            self.session.rollback()
+            return super()._get_or_create(queue)
+
+
 class EmbeddedTransport(kombu_sqlalchemy.Transport):
     """kombu's SQLAlchemy transport (the embedded broker), polling its table every 0.1 s instead
     of every second: with the default, each job of `gcn serve` waited up to a second before a
     worker saw it (about 1 s of overhead per job, docs/benchmarks.md). An idle poll is one
-    indexed SELECT on a local SQLite file."""
+    indexed SELECT on a local SQLite file. Its channels are ``EmbeddedChannel``."""
 
+    Channel = EmbeddedChannel
     polling_interval = 0.1
 
 
