@@ -35,7 +35,7 @@ from models.langevin import LangevinSampler
 
 from . import common
 from .langevin import _model
-from .split_ab import parse_case
+from .split_ab import check_threads_and_rounds, parse_case
 
 CONTROL_SIZE = 768  # a 768 x 768 sgemm: 0.9 GFLOP, about a share of the texture preset's 5 x 5 layer
 WARMUP = 2  # rounds not counted
@@ -183,11 +183,7 @@ def main(argv: list[str]) -> int:
                     help="shares, one thread each (default: the usable cores, here %(default)s)")
     ap.add_argument("--rounds", type=int, default=20, help="timed passes of each way")
     args = ap.parse_args(argv)
-    if args.threads < 2:
-        ap.error(f"--threads must be 2 or more (it is {args.threads}"
-                 f"{', the usable cores here' if args.threads == common.usable_cores() else ''}): one thread has no shares")
-    if args.rounds < 1:
-        ap.error("--rounds must be 1 or more")
+    check_threads_and_rounds(ap, args, "one thread has no shares")
     case = args.case.strip()
     if "@" not in case:
         ap.error(f"case {case!r} is not PRESET@SIZE (e.g. texture@224)")

@@ -51,6 +51,16 @@ def parse_case(text: str) -> tuple[str, int, int]:
     return preset, size, chains
 
 
+def check_threads_and_rounds(ap: argparse.ArgumentParser, args: argparse.Namespace, why: str) -> None:
+    """argparse's usage error (exit 2) for ``--threads`` under 2 (``why``: what one thread lacks)
+    or ``--rounds`` under 1."""
+    if args.threads < 2:
+        ap.error(f"--threads must be 2 or more (it is {args.threads}"
+                 f"{', the usable cores here' if args.threads == common.usable_cores() else ''}): {why}")
+    if args.rounds < 1:
+        ap.error("--rounds must be 1 or more")
+
+
 def sampling_loop(preset: str, size: int, chains: int, amp: bool):
     """(net, x0, steps, loop): a case's net and chains, and ``loop()``, one sampling loop of
     ``steps`` steps returning its seconds."""
@@ -125,11 +135,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--child-rss", choices=("off", "on"), help=argparse.SUPPRESS)
     ap.add_argument("--child-amp", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.threads < 2:
-        ap.error(f"--threads must be 2 or more (it is {args.threads}"
-                 f"{', the usable cores here' if args.threads == common.usable_cores() else ''}): one thread never splits")
-    if args.rounds < 1:
-        ap.error("--rounds must be 1 or more")
+    check_threads_and_rounds(ap, args, "one thread never splits")
     if args.memory and not common.proc_status_kib("VmHWM"):
         ap.error("--memory reads Linux's /proc/self/status, which this machine does not have")
     torch.set_num_threads(args.threads)
