@@ -79,58 +79,58 @@ def phases(net) -> list[tuple[str, str]]:
     return forward + backward
 
 
+class NotServed(Exception):
+    """The case's net is not one ``models.channel_pass`` cuts (a usage error of the command)."""
+
+
 def profile(preset: str, size: int, threads: int, rounds: int) -> dict:
-    """Medians over ``rounds`` (after ``WARMUP`` more) of every figure ``table`` shows, the two
-    ways alternating in order round by round so that neither always follows the other."""
+    """Medians over ``rounds`` (after ``WARMUP`` more) of every figure ``table`` shows. The pass's
+    two ways alternate in order round by round so that neither always follows the other; each
+    round then times the rest of a Langevin step and the gradient through ``models.cpu_split``;
+    the control's rounds come after all of them (its matrices would leave a pass cold caches)."""
     model = _model(preset, size, 1, torch.device("cpu"))
     net, p = model.net, model.preset
     if not channel_pass.applies(net):
-        raise ValueError(f"models.channel_pass does not serve the {preset} preset's net")
+        raise NotServed(f"models.channel_pass does not serve the {preset} preset's net")
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(3)) * 20
     cpu_conv.nnpack_available()  # NNPACK's one-thread pool, made before any share runs
-    a, b = (torch.randn(CONTROL_SIZE, CONTROL_SIZE) for _ in range(2))
-    controls = [lambda o=torch.empty(CONTROL_SIZE, CONTROL_SIZE): torch.mm(a, b, out=o) for _ in range(threads)]
     sampler = LangevinSampler(step_size=p.step_size, sigma=p.sigma)
-    noise, work, generator = torch.empty_like(x), torch.empty_like(x), torch.Generator().manual_seed(5)
-    ways = {True: {"meetings": [], "pass": [], "control": []},
-            False: {"meetings": [], "shares": [], "pass": [], "control": []}}
+    chains, noise, work = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+    generator = torch.Generator().manual_seed(5)
+    ways = {True: {"meetings": [], "pass": []}, False: {"meetings": [], "shares": [], "pass": []}}
     step = {"update": [], "noise": [], "sampling": []}
-    outer = torch.get_num_threads()
+    outer, policy = torch.get_num_threads(), cpu_split.get_policy()
     torch.set_num_threads(threads)  # models.cpu_split makes one share a thread
-    cpu_split.set_policy("on")  # the sampling loop's gradient: split, untimed by models.cpu_split
+    cpu_split.set_policy("on")  # the gradient through models.cpu_split: split, no trial
     try:
         for r in range(rounds + WARMUP):
             with cpu_split.share_runner(threads) as run:  # the calling thread on one torch thread, as in sampling
-                meetings, control = Meetings(run), Meetings(run)
+                meetings = Meetings(run)
                 for concurrent in (True, False) if r % 2 == 0 else (False, True):
                     meetings.reset(concurrent)
-                    control.reset(concurrent)
                     start = time.perf_counter()
                     _, g = channel_pass.score_and_grad(net, x, threads, meetings)
                     elapsed = time.perf_counter() - start
-                    control(controls)
                     if r >= WARMUP:
-                        way = ways[concurrent]
-                        way["meetings"].append(meetings.seconds)
-                        way["pass"].append(elapsed)
-                        way["control"].append(control.seconds[0] if concurrent else max(control.shares[0]))
+                        ways[concurrent]["meetings"].append(meetings.seconds)
+                        ways[concurrent]["pass"].append(elapsed)
                         if not concurrent:
-                            way["shares"].append(meetings.shares)
-                start = time.perf_counter()  # the rest of LangevinSampler._step_, as it runs there
-                torch.div(x, sampler.sigma**2, out=work).sub_(g).mul_(-0.5 * sampler.step_size**2)
-                middle = time.perf_counter()
-                torch.randn(x.shape, generator=generator, out=noise)
-                end = time.perf_counter()
-            with cpu_split.sharing(net, x, steps=1) as grad:
-                start_sampling = time.perf_counter()
+                            ways[False]["shares"].append(meetings.shares)
+                update, draw = rest_of_step(sampler, chains, x, g, noise, work, generator)
+            with cpu_split.sharing(net, x, steps=3) as grad:  # as a loop's steps get it, the first untimed
                 grad(x)
-                sampling = time.perf_counter() - start_sampling
+                sampling = []
+                for _ in range(2):
+                    start = time.perf_counter()
+                    grad(x)
+                    sampling.append(time.perf_counter() - start)
             if r >= WARMUP:
-                step["update"].append(middle - start)
-                step["noise"].append(end - middle)
-                step["sampling"].append(sampling)
+                step["update"].append(update)
+                step["noise"].append(draw)
+                step["sampling"].extend(sampling)
+        control = control_rounds(threads, rounds)
     finally:
-        cpu_split.set_policy(None)
+        cpu_split.set_policy(policy)
         torch.set_num_threads(outer)
     median = statistics.median
     together, apart = ways[True], ways[False]
@@ -144,9 +144,39 @@ def profile(preset: str, size: int, threads: int, rounds: int) -> dict:
     return {"preset": preset, "size": size, "threads": threads, "gflop": net.pass_flops(x.shape) / 1e9,
             "rows": rows, "pass": median(together["pass"]), "pass_alone": median(apart["pass"]),
             "meetings": median(sum(m) for m in together["meetings"]),
-            "sampling_pass": median(step["sampling"]),
-            "control": median(together["control"]), "control_alone": median(apart["control"]),
+            "sampling_pass": median(step["sampling"]), **control,
             "update": median(step["update"]), "noise": median(step["noise"])}
+
+
+def rest_of_step(sampler: LangevinSampler, chains, x, g, noise, work, generator) -> tuple[float, float]:
+    """Seconds of what ``LangevinSampler._step_`` does after the gradient, as it does it, on a
+    copy of ``x`` (made untimed): (the update's arithmetic, the noise draw)."""
+    chains.copy_(x)
+    start = time.perf_counter()
+    drift = torch.div(chains, sampler.sigma**2, out=work).sub_(g).mul_(-0.5 * sampler.step_size**2)
+    chains.add_(drift)
+    drawing = time.perf_counter()
+    torch.randn(chains.shape, generator=generator, out=noise)
+    drawn = time.perf_counter()
+    chains.add_(noise.mul_(sampler.step_size))
+    return (drawing - start) + (time.perf_counter() - drawn), drawn - drawing
+
+
+def control_rounds(threads: int, rounds: int) -> dict:
+    """The control, a ``CONTROL_SIZE``-square sgemm a thread, timed both ways as the meetings are:
+    {"control": concurrently, "control_alone": the slowest alone} (medians)."""
+    a, b = (torch.randn(CONTROL_SIZE, CONTROL_SIZE) for _ in range(2))
+    calls = [lambda o=torch.empty(CONTROL_SIZE, CONTROL_SIZE): torch.mm(a, b, out=o) for _ in range(threads)]
+    seconds: dict[bool, list[float]] = {True: [], False: []}
+    with cpu_split.share_runner(threads) as run:
+        meeting = Meetings(run)
+        for r in range(rounds + WARMUP):
+            for concurrent in (True, False) if r % 2 == 0 else (False, True):
+                meeting.reset(concurrent)
+                meeting(calls)
+                if r >= WARMUP:
+                    seconds[concurrent].append(meeting.seconds[0] if concurrent else max(meeting.shares[0]))
+    return {"control": statistics.median(seconds[True]), "control_alone": statistics.median(seconds[False])}
 
 
 def table(r: dict) -> str:
@@ -161,6 +191,7 @@ def table(r: dict) -> str:
                  f"{r['control_alone'] * ms:.2f} (slowest) | {r['control'] * ms:.2f} | "
                  f"{r['control'] / r['control_alone']:.2f} |")
     outside = r["pass"] - r["meetings"]
+    step = r["pass"] + r["update"] + r["noise"]
     slowest = sum(max(row["shares_alone"]) for row in r["rows"])
     lines += [
         "",
@@ -169,9 +200,11 @@ def table(r: dict) -> str:
         f"The pass ({r['gflop']:.2f} GFLOP in direct-convolution terms): {r['pass'] * ms:.2f} ms with the shares "
         f"concurrent ({r['gflop'] / r['pass']:.0f} GFLOP/s), of which {outside * ms:.2f} ms outside the meetings "
         f"(the calling thread alone); {r['pass_alone'] * ms:.2f} ms one share after another; "
-        f"{r['sampling_pass'] * ms:.2f} ms as a sampling loop runs it (`models.cpu_split`, its own workers).",
+        f"{r['sampling_pass'] * ms:.2f} ms through `models.cpu_split.sharing` (its workers), as a sampling "
+        f"loop's steps after the first get it.",
         f"A Langevin step adds, on the calling thread alone: the update {r['update'] * ms:.2f} ms, "
-        f"the noise draw {r['noise'] * ms:.2f} ms.",
+        f"the noise draw {r['noise'] * ms:.2f} ms; the step, {step * ms:.2f} ms "
+        f"({r['gflop'] / step:.0f} GFLOP/s).",
     ]
     return "\n".join(lines)
 
@@ -198,7 +231,7 @@ def main(argv: list[str]) -> int:
     common.settle_allocator()  # as the bench runs: glibc's thresholds where they stop climbing
     try:
         r = profile(preset, size, args.threads, args.rounds)
-    except ValueError as e:
+    except NotServed as e:
         ap.error(str(e))
     machine = common.machine(torch.device("cpu"))
     print(f"{machine.get('cpu', 'CPU')}, {args.threads} threads, {case} float32, "

@@ -151,7 +151,8 @@ def share_runner(shares: int) -> Iterator[Callable[[Sequence[Callable[[], None]]
     calling thread (on one torch thread meanwhile), each other on a worker of the pool that
     split passes use, returning when all are done; what ``models.channel_pass`` is given to run
     its shares. For timing shares apart from a pass (bench/pass_profile.py); waits while
-    another caller holds the pool."""
+    another caller holds the pool (so never call it inside ``sharing`` on the same thread: the
+    pool's lock is not re-entrant)."""
     if shares < 1:
         raise ValueError(f"shares must be 1 or more, not {shares}")
     threads = torch.get_num_threads()

@@ -45,7 +45,11 @@ class EmbeddedChannel(kombu_sqlalchemy.Channel):
             return super()._get_or_create(queue)
         except IntegrityError:  # the row exists now: another process won the insert
             self.session.rollback()
+        try:
             return super()._get_or_create(queue)
+        except Exception:  # a real failure: raised, with the session usable for the next call
+            self.session.rollback()
+            raise
 
 
 class EmbeddedTransport(kombu_sqlalchemy.Transport):

@@ -36,8 +36,12 @@ def test_refuses_what_it_cannot_profile_in_one_line(capsys, argv, message):
 
 
 def test_profiles_every_meeting_in_the_pass_order_and_restores_the_caller(two_threads):
-    policy = cpu_split.get_policy()
-    r = pass_profile.profile("texture-fast", 32, 2, rounds=2)
+    cpu_split.set_policy("off")  # not GCN_CPU_SPLIT's value: given back as it was, not read again
+    try:
+        r = pass_profile.profile("texture-fast", 32, 2, rounds=2)
+        assert cpu_split.get_policy() == "off"
+    finally:
+        cpu_split.set_policy(None)
     assert [row["phase"] for row in r["rows"]] == [
         "layer 1 forward", "layer 2 forward", "layer 2 input gradient", "layer 1 input gradient"]
     assert [row["convolution"] for row in r["rows"]] == [
@@ -46,7 +50,7 @@ def test_profiles_every_meeting_in_the_pass_order_and_restores_the_caller(two_th
         assert len(row["shares_alone"]) == 2 and min(row["shares_alone"]) > 0 and row["concurrent"] > 0
     assert r["pass"] >= r["meetings"] > 0  # every pass holds its meetings
     assert min(r["pass_alone"], r["sampling_pass"], r["control"], r["control_alone"], r["update"], r["noise"]) > 0
-    assert torch.get_num_threads() == 2 and cpu_split.get_policy() == policy
+    assert torch.get_num_threads() == 2
     assert not cpu_split._pool_lock.locked()
     text = pass_profile.table(r)
     assert text.count("\n| layer ") == 4 and "| control: 768 x 768 sgemm, one a thread |" in text
@@ -56,4 +60,20 @@ def test_the_command_prints_a_table(capsys, two_threads):
     assert pass_profile.main(["--case", " texture-fast@32 ", "--threads", "2", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "2 threads, texture-fast@32 float32" in out and "| layer 2 input gradient | 32 -> 32, 5 x 5 |" in out
-    assert "The pass (" in out and "the noise draw" in out
+    assert "The pass (" in out and "the noise draw" in out and "; the step, " in out
+
+
+def test_a_net_it_does_not_cut_is_a_usage_error_and_other_failures_are_not(monkeypatch, capsys, two_threads):
+    monkeypatch.setattr(pass_profile.channel_pass, "applies", lambda net, amp=False: False)
+    with pytest.raises(SystemExit) as exit_:
+        pass_profile.main(["--case", "texture-fast@32", "--threads", "2", "--rounds", "1"])
+    assert exit_.value.code == 2 and "does not serve the texture-fast preset's net" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    def broken(*args):
+        raise ValueError("a bug inside the pass")
+
+    monkeypatch.setattr(pass_profile.channel_pass, "score_and_grad", broken)
+    with pytest.raises(ValueError, match="a bug inside the pass"):  # a traceback, not a usage line
+        pass_profile.main(["--case", "texture-fast@32", "--threads", "2", "--rounds", "1"])
+    assert torch.get_num_threads() == 2 and not cpu_split._pool_lock.locked()

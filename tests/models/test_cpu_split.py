@@ -307,6 +307,10 @@ def test_share_runner_runs_each_call_on_a_thread_of_its_own_and_gives_the_count_
     with pytest.raises(ValueError, match="shares must be 1 or more"):
         with cpu_split.share_runner(0):
             pass
+    with pytest.raises(RuntimeError, match="a share failed"):
+        with cpu_split.share_runner(2):
+            raise RuntimeError("a share failed")
+    assert torch.get_num_threads() == 2 and not cpu_split._pool_lock.locked()
 
 
 def test_the_policy_comes_from_gcn_cpu_split_and_a_bad_one_is_refused(monkeypatch):
