@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional
 
 from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .settings import Settings
 
@@ -31,14 +31,23 @@ TASK_NAME = "gcn.run_job"
 
 
 class EmbeddedChannel(kombu_sqlalchemy.Channel):
-    """kombu's SQLAlchemy channel, where a queue's row that another process inserted between
-    this one's look-up and its own insert is found rather than failing the call.
+    """kombu's SQLAlchemy channel, where what another process created between this one's
+    look-up and its own creation is found rather than failing the call: the broker's tables (on
+    a new data folder) and a queue's row.
 
-    kombu guards that look-up-then-insert with a lock of its process only, but the API and the
+    kombu guards each look-up-then-create with a lock of its process only, but the API and the
     workers of `gcn serve` are processes sharing one SQLite file: the API's first publish and a
     worker's start-up both declare the job queue, and the loser's insert failed ("UNIQUE
-    constraint failed: kombu_queue.name"), which failed that job with a 503
-    (tests/service/test_embedded_broker.py makes the race)."""
+    constraint failed: kombu_queue.name"), which failed that job with a 503; on a new data
+    folder their CREATE TABLEs could collide the same way ("table kombu_queue already exists",
+    which kombu's retry of the publish turned into an AttributeError on a closed channel).
+    tests/service/test_embedded_broker.py makes each race."""
+
+    def _open(self):
+        try:
+            return super()._open()
+        except (OperationalError, IntegrityError):  # the tables exist now: another process made them
+            return super()._open()  # its create_all checks first, and finds them
 
     def _get_or_create(self, queue):
         try:

@@ -1,6 +1,6 @@
 """The embedded broker (kombu's SQLAlchemy transport on a SQLite file, shared by the API and the
-workers of `gcn serve`): a process that finds no row for the job queue and inserts one must not
-fail when another process inserted it in between.
+workers of `gcn serve`): a process that finds no row for the job queue (or no tables, on a new
+data folder) and creates it must not fail when another process created it in between.
 
 Seen in the browser test: the API's first publish and the worker's start-up declared the queue in
 the same few milliseconds; the API lost ("UNIQUE constraint failed: kombu_queue.name"), failed the
@@ -14,6 +14,7 @@ import sqlite3
 import kombu
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from service.queue import JobQueue, make_celery
 from service.settings import Settings
@@ -72,3 +73,28 @@ def test_a_consumer_declaring_the_queue_survives_it_too(broker):
             assert message.payload is not None and "job-2" in str(message.headers or message.payload)
             message.ack()
     assert queue_rows(db_path) == [(settings.queue,)]
+
+
+def test_a_publish_survives_the_tables_appearing_meanwhile(broker):
+    """On a new data folder the first process to open the broker creates its tables; here another
+    process creates kombu_queue just before this one's CREATE TABLE reaches SQLite ("table
+    kombu_queue already exists"; kombu's own retry of the publish then failed with an
+    AttributeError on a closed channel)."""
+    settings, app, db_path = broker
+    went_before: list[str] = []
+
+    def other_process_first(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("CREATE TABLE KOMBU_QUEUE") and not went_before:
+            went_before.append(statement)
+            with sqlite3.connect(db_path, timeout=30) as other:
+                other.execute(statement.strip())
+
+    event.listen(Engine, "before_cursor_execute", other_process_first)  # no engine exists yet
+    try:
+        queue = JobQueue(app, settings.queue)
+        queue.publish("job-3")
+    finally:
+        event.remove(Engine, "before_cursor_execute", other_process_first)
+    assert went_before, "the other process's CREATE TABLE never ran: the test did not make the race"
+    assert queue_rows(db_path) == [(settings.queue,)]
+    assert queue.waiting({"job-3"}) == {"job-3"}
