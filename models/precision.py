@@ -21,15 +21,15 @@ from pathlib import Path
 
 AMX_FLAG = "amx_bf16"  # AMX tiles multiplying bfloat16
 BF16_FLAGS = (AMX_FLAG, "avx512_bf16")  # AMX tiles; AVX-512 bfloat16 dot products
-AMP_VALUES = {"auto": "auto", "1": "on", "on": "on", "true": "on", "yes": "on",
-              "0": "off", "off": "off", "false": "off", "no": "off"}
+SWITCH_VALUES = {"auto": "auto", "1": "on", "on": "on", "true": "on", "yes": "on",
+                 "0": "off", "off": "off", "false": "off", "no": "off"}  # GCN_AMP, GCN_CUDNN_BENCHMARK
 
 
 def amp_setting(value: str | None = None) -> str:
     """``auto``, ``on`` or ``off`` from a ``GCN_AMP`` value (``value``, else the environment;
     1/0, true/false and yes/no are accepted too); ValueError for anything else."""
     raw = os.environ.get("GCN_AMP", "auto") if value is None else value
-    setting = AMP_VALUES.get(raw.strip().lower() or "auto")
+    setting = SWITCH_VALUES.get(raw.strip().lower() or "auto")
     if setting is None:
         raise ValueError(f"GCN_AMP must be auto, on or off, not {raw!r}")
     return setting
@@ -63,7 +63,7 @@ def prepare_device(device) -> None:
     import torch  # here, not at the top: this module needs no torch otherwise
 
     benchmark = os.environ.get("GCN_CUDNN_BENCHMARK", "1").strip().lower()
-    torch.backends.cudnn.benchmark = benchmark not in ("0", "off", "false", "no")
+    torch.backends.cudnn.benchmark = SWITCH_VALUES.get(benchmark) != "off"
     if amp_setting() == "off":
         torch.backends.cudnn.allow_tf32 = False
 

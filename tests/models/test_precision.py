@@ -125,9 +125,11 @@ def test_float32_everywhere_means_no_tf32_convolutions_on_a_gpu(monkeypatch, set
         assert torch.backends.cudnn.allow_tf32 is True
         prepare_device(torch.device("cuda"))
         assert torch.backends.cudnn.allow_tf32 is tf32 and torch.backends.cudnn.benchmark is True
-        monkeypatch.setenv("GCN_CUDNN_BENCHMARK", "0")
-        prepare_device(torch.device("cuda"))
-        assert torch.backends.cudnn.benchmark is False
+        for off in ("0", " No ", "false", "OFF"):  # the words GCN_AMP takes for off
+            torch.backends.cudnn.benchmark = True
+            monkeypatch.setenv("GCN_CUDNN_BENCHMARK", off)
+            prepare_device(torch.device("cuda"))
+            assert torch.backends.cudnn.benchmark is False, off
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
 
