@@ -12,7 +12,6 @@ the preset's ``categories`` is set from the number of names), and ``synthesize``
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Union
 
@@ -23,7 +22,7 @@ from . import checkpoint
 from .langevin import StepCallback, init_chains
 from .learner import Learner, Progress
 from .model import GenerativeModel
-from .precision import amp_if_faster, prepare_device, use_amp
+from .precision import amp_if_faster, prepare_device, switch, use_amp
 from .presets import Preset
 from .reconstruction import reconstruct
 from .transforms import channel_mean, load_pixels, make_grid, to_model_space, to_pil_images
@@ -129,13 +128,9 @@ def _labels(labels: Optional[list[int]]) -> Optional[torch.Tensor]:
     return None if labels is None else torch.tensor(labels, dtype=torch.long)
 
 
-def _flag(name: str, default: str) -> str:
-    return os.environ.get(name, default).strip().lower()
-
-
 def _cuda_graph(device: torch.device) -> bool:
     """Replay the Langevin step as a CUDA graph: opt-in (``GCN_CUDA_GRAPH=1``), CUDA only."""
-    return device.type == "cuda" and _flag("GCN_CUDA_GRAPH", "0") in ("1", "on", "true", "yes")
+    return device.type == "cuda" and switch("GCN_CUDA_GRAPH", "0") == "on"
 
 
 def train(

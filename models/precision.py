@@ -22,7 +22,13 @@ from pathlib import Path
 AMX_FLAG = "amx_bf16"  # AMX tiles multiplying bfloat16
 BF16_FLAGS = (AMX_FLAG, "avx512_bf16")  # AMX tiles; AVX-512 bfloat16 dot products
 SWITCH_VALUES = {"auto": "auto", "1": "on", "on": "on", "true": "on", "yes": "on",
-                 "0": "off", "off": "off", "false": "off", "no": "off"}  # GCN_AMP, GCN_CUDNN_BENCHMARK
+                 "0": "off", "off": "off", "false": "off", "no": "off"}  # every GCN_ on/off setting
+
+
+def switch(name: str, default: str) -> str | None:
+    """``auto``, ``on`` or ``off`` for the environment variable ``name`` (``default`` where it is
+    unset) by ``SWITCH_VALUES``; None for a word that table does not know."""
+    return SWITCH_VALUES.get(os.environ.get(name, default).strip().lower())
 
 
 def amp_setting(value: str | None = None) -> str:
@@ -62,8 +68,7 @@ def prepare_device(device) -> None:
         return
     import torch  # here, not at the top: this module needs no torch otherwise
 
-    benchmark = os.environ.get("GCN_CUDNN_BENCHMARK", "1").strip().lower()
-    torch.backends.cudnn.benchmark = SWITCH_VALUES.get(benchmark) != "off"
+    torch.backends.cudnn.benchmark = switch("GCN_CUDNN_BENCHMARK", "1") != "off"
     if amp_setting() == "off":
         torch.backends.cudnn.allow_tf32 = False
 

@@ -154,3 +154,18 @@ def test_every_kind_of_job_prepares_its_device_first(monkeypatch, brick64):
     known[..., :8] = False
     recover(learner.model, torch.zeros(1, 3, 16, 16), known, steps=0)
     assert calls == ["cpu"] * 4
+
+
+@pytest.mark.parametrize("word, graph", [(None, False), ("1", True), (" Yes ", True), ("on", True),
+                                         ("0", False), ("off", False), ("auto", False), ("maybe", False)])
+def test_cuda_graphs_are_opt_in_with_the_words_every_switch_takes(monkeypatch, word, graph):
+    """``GCN_CUDA_GRAPH`` reads ``models.precision.switch`` like GCN_AMP and GCN_CUDNN_BENCHMARK;
+    CUDA only (a plain setting: no GPU needed to read it)."""
+    from models import pipeline
+
+    if word is None:
+        monkeypatch.delenv("GCN_CUDA_GRAPH", raising=False)
+    else:
+        monkeypatch.setenv("GCN_CUDA_GRAPH", word)
+    assert pipeline._cuda_graph(torch.device("cuda")) is graph
+    assert pipeline._cuda_graph(CPU) is False
