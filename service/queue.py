@@ -43,10 +43,19 @@ class EmbeddedChannel(kombu_sqlalchemy.Channel):
     which kombu's retry of the publish turned into an AttributeError on a closed channel).
     tests/service/test_embedded_broker.py makes each race."""
 
+    _made = None  # the engine of this channel's latest _open that created one
+
+    def _engine_from_config(self):
+        self._made = super()._engine_from_config()
+        return self._made
+
     def _open(self):
+        self._made = None
         try:
             return super()._open()
         except (OperationalError, IntegrityError):  # the tables exist now: another process made them
+            if self._made is not None:  # never cached by kombu: its pooled connection closes now
+                self._made.dispose()
             return super()._open()  # its create_all checks first, and finds them
 
     def _get_or_create(self, queue):

@@ -89,12 +89,23 @@ def test_a_publish_survives_the_tables_appearing_meanwhile(broker):
             with sqlite3.connect(db_path, timeout=30) as other:
                 other.execute(statement.strip())
 
+    disposed: list[Engine] = []
+
+    def on_dispose(engine):
+        disposed.append(engine)
+
     event.listen(Engine, "before_cursor_execute", other_process_first)  # no engine exists yet
+    event.listen(Engine, "engine_disposed", on_dispose)
     try:
         queue = JobQueue(app, settings.queue)
         queue.publish("job-3")
     finally:
         event.remove(Engine, "before_cursor_execute", other_process_first)
+        event.remove(Engine, "engine_disposed", on_dispose)
     assert went_before, "the other process's CREATE TABLE never ran: the test did not make the race"
+    with app.connection_for_write() as conn:
+        in_use, _ = conn.default_channel._open()
+    # the failed attempt's engine (with the connection its CREATE TABLE used) is closed, not leaked
+    assert len(disposed) == 1 and disposed[0] is not in_use
     assert queue_rows(db_path) == [(settings.queue,)]
     assert queue.waiting({"job-3"}) == {"job-3"}
