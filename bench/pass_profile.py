@@ -233,8 +233,7 @@ def main(argv: list[str]) -> int:
         r = profile(preset, size, args.threads, args.rounds)
     except NotServed as e:
         ap.error(str(e))
-    machine = common.machine(torch.device("cpu"))
-    print(f"{machine.get('cpu', 'CPU')}, {args.threads} threads, {case} float32, "
+    print(f"{common.cpu_model()}, {args.threads} threads, {case} float32, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {common.load()}; "
           f"medians of {args.rounds} passes each way\n")
     print(table(r))

@@ -27,12 +27,8 @@ def two_threads():
     (["--threads", "2", "--case", "nope@64"], "case 'nope@64': unknown preset 'nope'"),
     (["--threads", "2", "--case", "texture@8"], "too small for layer 1"),
 ])
-def test_refuses_what_it_cannot_profile_in_one_line(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_:
-        pass_profile.main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("python -m bench.pass_profile: error:") and message in err
+def test_refuses_what_it_cannot_profile_in_one_line(usage_error, argv, message):
+    assert message in usage_error(pass_profile.main, argv, "python -m bench.pass_profile")
 
 
 def test_profiles_every_meeting_in_the_pass_order_and_restores_the_caller(two_threads):

@@ -16,12 +16,8 @@ from models import cpu_split
     (["--threads", "two"], "are not comma-separated counts"),
     (["--cases", "texture224"], "is not PRESET@SIZExCHAINS"),
 ])
-def test_precision_ab_refuses_bad_arguments_in_one_line(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_:
-        precision_ab.main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("python -m bench.precision_ab: error:") and message in err
+def test_precision_ab_refuses_bad_arguments_in_one_line(usage_error, argv, message):
+    assert message in usage_error(precision_ab.main, argv, "python -m bench.precision_ab")
 
 
 @pytest.mark.parametrize("amp_margin, kept", [(1e-9, "fp32, one pass"), (1e9, "bf16, one pass")])
